@@ -1,0 +1,198 @@
+"""Command line: ``python -m gccs_core {train,info,download} ...``. Parsing only; the work is in the library."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from .data import DATASETS
+from .losses import LOSSES
+from .models import ENCODERS
+from .train import DEVICES, OPTIMIZERS, SCHEDULES, Callback, EpochInfo, StepInfo, TrainConfig, TrainingDiverged
+
+LOSS_PARAM_FLAGS = ("sigma", "radius", "shrinkage", "lam", "eps")
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse that reports a bad argument on one line (with the allowed values) and exits 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+class ProgressBar(Callback):
+    """tqdm bar over all training steps, with loss, batch accuracy and the last test accuracy."""
+
+    def __init__(self, total_steps: int, initial: int = 0) -> None:
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=total_steps, initial=initial, unit="step", dynamic_ncols=True, file=sys.stderr)
+        self.test_acc: float | None = None
+
+    def on_step(self, info: StepInfo) -> None:
+        post = {"epoch": info.epoch + 1, "loss": f"{info.loss:.4f}", "acc": f"{info.accuracy:.3f}"}
+        if self.test_acc is not None:
+            post["test"] = f"{self.test_acc:.4f}"
+        self.bar.set_postfix(post, refresh=False)
+        self.bar.update(1)
+
+    def on_epoch(self, info: EpochInfo, model: Any) -> None:
+        self.test_acc = info.test_accuracy
+        self.bar.write(
+            f"epoch {info.epoch + 1}/{info.epochs}: loss {info.train_loss:.4f}  train acc {info.train_accuracy:.4f}  "
+            f"test acc {info.test_accuracy:.4f}  ({info.elapsed_s:.1f}s)"
+        )
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train a model and save it to --out", description="Train a latent classifier.")
+    p.set_defaults(handler=cmd_train)
+    d = TrainConfig()
+    p.add_argument("--dataset", choices=list(DATASETS), default=d.dataset)
+    p.add_argument("--loss", choices=list(LOSSES), default=d.loss)
+    p.add_argument("--encoder", choices=list(ENCODERS), default=None, help="default: the dataset's (mlp/cnn/resnet18)")
+    p.add_argument("--latent-dim", type=int, default=d.latent_dim)
+    p.add_argument("--epochs", type=int, default=d.epochs)
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--optimizer", choices=OPTIMIZERS, default=d.optimizer)
+    p.add_argument("--lr", type=float, default=d.lr, help="peak learning rate")
+    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
+    p.add_argument("--schedule", choices=SCHEDULES, default=d.schedule)
+    p.add_argument("--warmup-epochs", type=float, default=d.warmup_epochs)
+    p.add_argument("--augment", action="store_true", help="random shifts (and flips for colour images)")
+    for name in LOSS_PARAM_FLAGS:
+        p.add_argument(f"--{name}", type=float, default=None, help=f"loss parameter {name} (losses that take it)")
+    p.add_argument("--adv-train", action="store_true", help="PGD adversarial training (Madry et al. 2018)")
+    p.add_argument("--adv-eps", type=float, default=d.adv_eps)
+    p.add_argument("--adv-steps", type=int, default=d.adv_steps)
+    p.add_argument("--adv-step-size", type=float, default=None)
+    p.add_argument("--adv-objective", choices=("ce", "margin"), default=d.adv_objective)
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--device", choices=DEVICES, default=d.device)
+    p.add_argument("--data-root", default=None, help="folder of torchvision datasets")
+    p.add_argument("--download", action="store_true", help="download a torchvision dataset that is not on disk")
+    p.add_argument("--limit-train", type=int, default=None, help="use only the first N training examples")
+    p.add_argument("--out", required=True, help="run folder: model.safetensors, checkpoint.safetensors, metadata.json")
+    p.add_argument("--resume", action="store_true", help="finish the interrupted run saved in --out")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _config_from_args(a: argparse.Namespace) -> TrainConfig:
+    loss_params = {k: getattr(a, k) for k in LOSS_PARAM_FLAGS if getattr(a, k) is not None}
+    return TrainConfig(
+        dataset=a.dataset, data_root=a.data_root, download=a.download, limit_train=a.limit_train, augment=a.augment,
+        encoder=a.encoder, latent_dim=a.latent_dim, loss=a.loss, loss_params=loss_params, epochs=a.epochs,
+        batch_size=a.batch_size, optimizer=a.optimizer, lr=a.lr, weight_decay=a.weight_decay, schedule=a.schedule,
+        warmup_epochs=a.warmup_epochs, adv_train=a.adv_train, adv_eps=a.adv_eps, adv_steps=a.adv_steps,
+        adv_step_size=a.adv_step_size, adv_objective=a.adv_objective, seed=a.seed, device=a.device,
+    )
+
+
+def cmd_train(a: argparse.Namespace) -> int:
+    import math
+
+    from .checkpoint import TRAINING_FILE, read_checkpoint_bytes
+    from .data import load_dataset
+    from .train import train
+
+    config = _config_from_args(a)
+    initial = 0
+    effective = config
+    if a.resume:
+        ckpt = Path(a.out) / TRAINING_FILE
+        if not ckpt.exists():
+            raise FileNotFoundError(f"cannot resume: no {TRAINING_FILE} in {a.out}. Start the run without --resume.")
+        meta = read_checkpoint_bytes(ckpt.read_bytes(), str(ckpt))[1]
+        effective = TrainConfig.from_dict({**meta["config"], "device": config.device})
+        initial_epochs = int(meta["epoch"])
+    else:
+        initial_epochs = 0
+    bar = None
+    callbacks: list[Callback] = []
+    if not a.quiet:
+        n = effective.limit_train or len(load_dataset(effective.dataset, "train", effective.data_root, False).y)
+        steps = math.ceil(n / effective.batch_size)
+        initial = steps * initial_epochs
+        bar = ProgressBar(steps * effective.epochs, initial)
+        callbacks.append(bar)
+    try:
+        result = train(config, callbacks, out_dir=a.out, resume=a.resume)
+    finally:
+        if bar is not None:
+            bar.close()
+    m = result.metrics
+    print(
+        f"done: {effective.loss} on {effective.dataset}, test accuracy {m['test_accuracy']:.4f}, "
+        f"train accuracy {m['train_accuracy']:.4f}, {m['train_time_s']:.1f}s; saved to {Path(a.out) / 'model.safetensors'}"
+    )
+    return 0
+
+
+def cmd_info(a: argparse.Namespace) -> int:
+    from .checkpoint import load_metadata
+
+    meta = load_metadata(a.path)
+    if a.json:
+        print(json.dumps(meta, indent=2, sort_keys=True))
+        return 0
+    spec, cfg = meta.get("spec", {}), meta.get("config", {})
+    print(f"checkpoint: {a.path}")
+    print(f"library version: {meta.get('library_version')}")
+    print(f"dataset: {meta.get('dataset')} ({len(meta.get('class_names', []))} classes)")
+    print(f"model: encoder={spec.get('encoder')} latent_dim={spec.get('latent_dim')} loss={spec.get('loss')} "
+          f"loss_params={spec.get('loss_params')}")
+    if cfg:
+        keys = ("epochs", "batch_size", "optimizer", "lr", "schedule", "augment", "adv_train", "seed")
+        print("training: " + " ".join(f"{k}={cfg.get(k)}" for k in keys))
+    print(f"epochs done: {meta.get('epoch')}  training time: {meta.get('train_time_s', 0):.1f}s")
+    for k, v in (meta.get("metrics") or {}).items():
+        print(f"{k}: {v:.4f}" if isinstance(v, float) else f"{k}: {v}")
+    return 0
+
+
+def cmd_download(a: argparse.Namespace) -> int:
+    from .data import default_data_root, load_dataset
+
+    root = a.data_root or str(default_data_root())
+    for split in ("train", "test"):
+        ds = load_dataset(a.dataset, split, root, download=True)
+        print(f"{a.dataset} {split}: {len(ds)} examples under {root}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(prog="python -m gccs_core", description="GCCS loss: train, inspect and attack latent classifiers.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
+    _add_train(sub)
+    p = sub.add_parser("info", help="print a checkpoint's metadata and metrics")
+    p.set_defaults(handler=cmd_info)
+    p.add_argument("path", help="a .safetensors checkpoint or a run folder")
+    p.add_argument("--json", action="store_true", help="print the full metadata as JSON")
+    p = sub.add_parser("download", help="download a torchvision dataset (needs internet)")
+    p.set_defaults(handler=cmd_download)
+    p.add_argument("--dataset", choices=[k for k, v in DATASETS.items() if not v.offline], required=True)
+    p.add_argument("--data-root", default=None)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.handler(args)
+    except (ValueError, FileNotFoundError, FileExistsError) as err:
+        print(f"{parser.prog} {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except TrainingDiverged as err:
+        print(f"{parser.prog} {args.command}: training stopped: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"{parser.prog} {args.command}: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,410 @@
+"""Training: one loop that reads top to bottom (config -> data -> model -> epochs -> checkpoint).
+
+``train(config, callbacks, out_dir, resume)`` trains any loss on any dataset. Determinism: the model
+is initialised from ``seed``; epoch ``e`` reseeds the RNG with ``(seed, e)`` before shuffling, so a
+run resumed at an epoch boundary follows exactly the same path as an uninterrupted one (on CPU).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from .attacks import OBJECTIVES, pgd_linf
+from .checkpoint import (
+    MODEL_FILE,
+    TRAINING_FILE,
+    load_training_checkpoint,
+    read_checkpoint_bytes,
+    save_model,
+    save_training_checkpoint,
+    write_metadata_json,
+)
+from .data import Dataset, dataset_info, load_dataset
+from .losses import LOSSES, loss_parameters
+from .models import ENCODERS, LatentClassifier, ModelSpec, build_model
+
+OPTIMIZERS = ("adamw", "adam", "sgd")
+SCHEDULES = ("cosine", "constant")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or inf; the last good checkpoint (previous epoch) is kept."""
+
+
+@dataclass
+class TrainConfig:
+    """Every training choice, with its default. Saved in every checkpoint."""
+
+    # data
+    dataset: str = "digits"  # digits | mnist5k | mnist | fashion-mnist | cifar10 | cifar100 | svhn
+    data_root: str | None = None  # torchvision datasets folder (default $GCCS_DATA or ~/.cache/gccs/data)
+    download: bool = False  # fetch a torchvision dataset that is not on disk (needs internet)
+    limit_train: int | None = None  # use only the first N training examples (quick experiments)
+    augment: bool = False  # random shifts of up to 2 px (28x28) / crop + flip (32x32)
+    # model
+    encoder: str | None = None  # mlp | cnn | resnet18; None = the dataset's default
+    latent_dim: int = 16  # d, the latent dimension; must be >= K-1 for simplex losses
+    loss: str = "gccs"  # gccs | ce | mmc | center
+    loss_params: dict[str, float] = field(default_factory=dict)  # e.g. {"sigma": 1.0, "radius": 10.0}
+    # optimisation
+    epochs: int = 10
+    batch_size: int = 128
+    optimizer: str = "adamw"  # adamw | adam | sgd (momentum 0.9, nesterov)
+    lr: float = 3e-3  # peak learning rate
+    weight_decay: float = 5e-4
+    schedule: str = "cosine"  # cosine (linear warm-up over warmup_epochs, then cosine to 0) | constant
+    warmup_epochs: float = 0.5
+    grad_clip: float | None = 5.0  # max global gradient norm; None disables
+    # adversarial training (Madry et al. 2018): PGD on the class scores, L-inf
+    adv_train: bool = False
+    adv_eps: float = 0.3
+    adv_steps: int = 7
+    adv_step_size: float | None = None  # default 2.5 * eps / steps
+    adv_objective: str = "ce"  # ce | margin
+    # system
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | mps
+
+    def __post_init__(self) -> None:
+        dataset_info(self.dataset)  # raises with the allowed names
+        if self.encoder is not None and self.encoder not in ENCODERS:
+            raise ValueError(f"encoder={self.encoder!r} is unknown; allowed: {', '.join(ENCODERS)}.")
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss={self.loss!r} is unknown; allowed: {', '.join(LOSSES)}.")
+        allowed = loss_parameters(self.loss)
+        bad = sorted(set(self.loss_params) - set(allowed))
+        if bad:
+            raise ValueError(f"loss {self.loss!r} does not take {', '.join(bad)}; allowed: {', '.join(allowed) or 'none'}.")
+        _positive_int("latent_dim", self.latent_dim)
+        _positive_int("epochs", self.epochs)
+        _positive_int("batch_size", self.batch_size)
+        _positive_int("adv_steps", self.adv_steps)
+        if self.limit_train is not None:
+            _positive_int("limit_train", self.limit_train)
+        _choice("optimizer", self.optimizer, OPTIMIZERS)
+        _choice("schedule", self.schedule, SCHEDULES)
+        _choice("device", self.device, DEVICES)
+        _choice("adv_objective", self.adv_objective, OBJECTIVES)
+        _number("lr", self.lr, minimum=0.0, open_low=True)
+        _number("weight_decay", self.weight_decay, minimum=0.0)
+        _number("warmup_epochs", self.warmup_epochs, minimum=0.0)
+        _number("adv_eps", self.adv_eps, minimum=0.0)
+        if self.adv_step_size is not None:
+            _number("adv_step_size", self.adv_step_size, minimum=0.0, open_low=True)
+        if self.grad_clip is not None:
+            _number("grad_clip", self.grad_clip, minimum=0.0, open_low=True)
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
+            raise ValueError(f"seed={self.seed!r} is invalid: it must be an integer >= 0.")
+        info = dataset_info(self.dataset)
+        if self.loss in ("gccs", "mmc") and self.latent_dim < info.num_classes - 1:
+            raise ValueError(
+                f"latent_dim={self.latent_dim} is too small for loss {self.loss!r} on {self.dataset}: "
+                f"a simplex of {info.num_classes} classes needs latent_dim >= {info.num_classes - 1}."
+            )
+
+    @property
+    def resolved_encoder(self) -> str:
+        return self.encoder or dataset_info(self.dataset).default_encoder
+
+    def model_spec(self) -> ModelSpec:
+        info = dataset_info(self.dataset)
+        return ModelSpec(
+            encoder=self.resolved_encoder,
+            in_shape=info.in_shape,
+            num_classes=info.num_classes,
+            latent_dim=self.latent_dim,
+            loss=self.loss,
+            loss_params=dict(self.loss_params),
+            mean=info.mean,
+            std=info.std,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown training option(s) {', '.join(unknown)}; allowed: {', '.join(sorted(known))}.")
+        return cls(**values)
+
+
+def _positive_int(name: str, value: Any) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name}={value!r} is invalid: it must be an integer >= 1.")
+
+
+def _choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ValueError(f"{name}={value!r} is unknown; allowed: {', '.join(allowed)}.")
+
+
+def _number(name: str, value: Any, minimum: float, open_low: bool = False) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    ok = ok and (value > minimum if open_low else value >= minimum)
+    if not ok:
+        raise ValueError(f"{name}={value!r} is invalid: it must be a finite number {'>' if open_low else '>='} {minimum}.")
+
+
+# -- progress reporting -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StepInfo:
+    epoch: int  # 0-based
+    step: int  # 0-based within the epoch
+    steps_per_epoch: int
+    global_step: int
+    loss: float
+    accuracy: float  # on this batch (clean inputs)
+    lr: float
+    elapsed_s: float
+
+
+@dataclass(frozen=True)
+class EpochInfo:
+    epoch: int  # 0-based
+    epochs: int
+    train_loss: float
+    train_accuracy: float
+    test_accuracy: float
+    elapsed_s: float
+
+
+class Callback:
+    """Override what you need. Returning True from a hook asks training to stop after that point."""
+
+    def on_step(self, info: StepInfo) -> bool | None:
+        return None
+
+    def on_epoch(self, info: EpochInfo, model: LatentClassifier) -> bool | None:
+        return None
+
+
+@dataclass
+class TrainResult:
+    model: LatentClassifier
+    config: TrainConfig
+    history: list[dict[str, float]]
+    metrics: dict[str, float]
+    out_dir: Path | None
+    stopped_early: bool = False
+
+
+# -- helpers ----------------------------------------------------------------------------------
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks cuda, then mps, then cpu; an explicit device that is missing is an error."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device='cuda' was requested but no CUDA device is available; use --device cpu or auto.")
+    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ValueError("device='mps' was requested but MPS is not available; use --device cpu or auto.")
+    return torch.device(name)
+
+
+def lr_at(step: int, total_steps: int, warmup_steps: int, peak: float, schedule: str) -> float:
+    """Learning rate at ``step``: linear warm-up, then constant or cosine decay to 0."""
+    if step < warmup_steps:  # warm-up: from peak/warmup to peak
+        return peak * (step + 1) / warmup_steps
+    if schedule == "constant":
+        return peak
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)  # cosine: peak -> 0
+    return 0.5 * peak * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def augment_batch(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Random integer shifts (up to 2 px for <= 28 px images, 4 px + horizontal flip for 32x32 colour)."""
+    n, c, h, w = x.shape
+    pad = 4 if (c == 3 and h >= 32) else 2
+    padded = F.pad(x, (pad, pad, pad, pad))
+    dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
+    dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
+    rows = (dy[:, None] + torch.arange(h)[None]).to(x.device)  # (n, h)
+    cols = (dx[:, None] + torch.arange(w)[None]).to(x.device)  # (n, w)
+    idx_n = torch.arange(n, device=x.device)[:, None, None]
+    out = padded.permute(0, 2, 3, 1)[idx_n, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
+    if c == 3:
+        flip = (torch.rand(n, generator=generator) < 0.5).to(x.device)
+        out = torch.where(flip[:, None, None, None], out.flip(3), out)
+    return out.contiguous()
+
+
+@torch.no_grad()
+def accuracy(model: LatentClassifier, data: Dataset, device: torch.device, batch_size: int = 512) -> float:
+    """Clean accuracy in eval mode (the model's previous mode is restored)."""
+    was_training = model.training
+    model.eval()
+    try:
+        correct = 0
+        for i in range(0, len(data), batch_size):
+            xb, yb = data.x[i : i + batch_size].to(device), data.y[i : i + batch_size].to(device)
+            correct += int((model(xb).argmax(1) == yb).sum())
+        return correct / max(1, len(data))
+    finally:
+        model.train(was_training)
+
+
+def make_optimizer(model: LatentClassifier, config: TrainConfig) -> torch.optim.Optimizer:
+    # No weight decay on biases, norm layers and the fixed/learned centres.
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        (decay if p.dim() >= 2 and "centers" not in name else no_decay).append(p)
+    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=config.lr, momentum=0.9, nesterov=True)
+    if config.optimizer == "adam":
+        return torch.optim.Adam(groups, lr=config.lr)
+    return torch.optim.AdamW(groups, lr=config.lr)
+
+
+def _epoch_seed(seed: int, epoch: int) -> int:
+    return seed * 1_000_003 + epoch + 1
+
+
+# -- the loop ---------------------------------------------------------------------------------
+
+
+def train(
+    config: TrainConfig,
+    callbacks: list[Callback] | None = None,
+    out_dir: str | os.PathLike | None = None,
+    resume: bool = False,
+) -> TrainResult:
+    """Train a latent classifier; checkpoint every epoch into ``out_dir`` when given.
+
+    ``resume=True`` continues the run saved in ``out_dir`` (its stored config wins, except device).
+    Raises ``TrainingDiverged`` on a NaN/inf loss, keeping the previous epoch's checkpoint.
+    """
+    callbacks = list(callbacks or [])
+    out = Path(out_dir) if out_dir is not None else None
+    ckpt_path = out / TRAINING_FILE if out else None
+
+    # resume: the stored configuration decides everything but the device
+    start_epoch, history, elapsed_before = 0, [], 0.0
+    stored_meta: dict[str, Any] | None = None
+    if resume:
+        if ckpt_path is None or not ckpt_path.exists():
+            raise FileNotFoundError(f"cannot resume: no {TRAINING_FILE} in {out}. Start the run without --resume.")
+        stored_meta = read_checkpoint_bytes(ckpt_path.read_bytes(), str(ckpt_path))[1]
+        stored = TrainConfig.from_dict({**stored_meta["config"], "device": config.device})
+        config = stored
+    elif ckpt_path is not None and ckpt_path.exists():
+        raise FileExistsError(f"{out} already holds a run ({TRAINING_FILE}); pass resume=True / --resume or choose another folder.")
+
+    device = resolve_device(config.device)
+    torch.manual_seed(config.seed)
+    train_data = load_dataset(config.dataset, "train", config.data_root, config.download, config.limit_train)
+    test_data = load_dataset(config.dataset, "test", config.data_root, config.download)
+    model = build_model(config.model_spec()).to(device)
+    optimizer = make_optimizer(model, config)
+
+    if stored_meta is not None:
+        meta = load_training_checkpoint(ckpt_path, model, optimizer)  # type: ignore[arg-type]
+        start_epoch, history = int(meta["epoch"]), list(meta["history"])
+        elapsed_before = float(meta.get("train_time_s", 0.0))
+        model.to(device)
+
+    n = len(train_data)
+    steps_per_epoch = math.ceil(n / config.batch_size)
+    total_steps = steps_per_epoch * config.epochs
+    warmup_steps = int(config.warmup_epochs * steps_per_epoch)
+    base_meta = {
+        "config": config.to_dict(),
+        "dataset": config.dataset,
+        "class_names": train_data.class_names,
+        "seed": config.seed,
+        "n_train": n,
+        "n_test": len(test_data),
+    }
+    t0 = time.perf_counter()
+    stopped = False
+
+    for epoch in range(start_epoch, config.epochs):
+        g = torch.Generator().manual_seed(_epoch_seed(config.seed, epoch))
+        torch.manual_seed(_epoch_seed(config.seed, epoch))
+        perm = torch.randperm(n, generator=g)
+        model.train()
+        loss_sum, correct, seen = 0.0, 0, 0
+        for step in range(steps_per_epoch):
+            global_step = epoch * steps_per_epoch + step
+            lr = lr_at(global_step, total_steps, warmup_steps, config.lr, config.schedule)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+
+            idx = perm[step * config.batch_size : (step + 1) * config.batch_size]
+            xb, yb = train_data.x[idx], train_data.y[idx]
+            if config.augment:
+                xb = augment_batch(xb, g)
+            xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
+            if config.adv_train:
+                model.eval()  # attack the deployed model (batch-norm statistics frozen)
+                xb = pgd_linf(model, xb, yb, config.adv_eps, config.adv_steps, config.adv_step_size,
+                              config.adv_objective, generator=g)
+                model.train()
+
+            loss, scores = model.loss(xb, yb)
+            if not torch.isfinite(loss):
+                raise TrainingDiverged(
+                    f"loss became {float(loss)} at epoch {epoch + 1}, step {step + 1} (lr={lr:.3g}); "
+                    f"the last good checkpoint is kept{f' in {out}' if out else ''}. Lower the learning rate "
+                    f"or check the loss parameters ({config.loss_params})."
+                )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if config.grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            optimizer.step()
+
+            batch_correct = int((scores.argmax(1) == yb).sum())
+            loss_sum += float(loss.detach()) * len(yb)
+            correct += batch_correct
+            seen += len(yb)
+            info = StepInfo(epoch, step, steps_per_epoch, global_step, float(loss.detach()), batch_correct / len(yb), lr,
+                            elapsed_before + time.perf_counter() - t0)
+            if any([bool(cb.on_step(info)) for cb in callbacks]):
+                stopped = True
+                break
+
+        test_acc = accuracy(model, test_data, device)
+        elapsed = elapsed_before + time.perf_counter() - t0
+        record = {"epoch": epoch + 1, "train_loss": loss_sum / max(1, seen), "train_accuracy": correct / max(1, seen),
+                  "test_accuracy": test_acc, "elapsed_s": elapsed}
+        history.append(record)
+        if out is not None:
+            meta = {**base_meta, "epoch": epoch + 1, "history": history, "train_time_s": elapsed,
+                    "metrics": {"test_accuracy": test_acc, "train_accuracy": record["train_accuracy"]},
+                    "complete": epoch + 1 == config.epochs and not stopped}
+            save_training_checkpoint(ckpt_path, model, optimizer, meta)  # type: ignore[arg-type]
+            save_model(model, out / MODEL_FILE, meta)
+        einfo = EpochInfo(epoch, config.epochs, record["train_loss"], record["train_accuracy"], test_acc, elapsed)
+        if any([bool(cb.on_epoch(einfo, model)) for cb in callbacks]) or stopped:
+            stopped = True
+            break
+
+    model.eval()
+    final = history[-1] if history else {}
+    metrics = {"test_accuracy": final.get("test_accuracy", float("nan")),
+               "train_accuracy": final.get("train_accuracy", float("nan")),
+               "train_time_s": final.get("elapsed_s", 0.0), "epochs_done": len(history)}
+    if out is not None:
+        write_metadata_json(out, {**base_meta, "metrics": metrics, "history": history,
+                                  "spec": model.spec.to_dict()})
+    return TrainResult(model, config, history, metrics, out, stopped)
