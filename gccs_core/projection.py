@@ -1,0 +1,428 @@
+"""Projections of latent vectors to 2-D/3-D for plotting, plus the latent-space facts a plot needs.
+
+``LatentProjection`` follows the scikit-learn conventions: the constructor only stores parameters,
+``fit(Z, y=None)`` returns ``self``, learned state ends in ``_``, ``transform`` checks that the object
+is fitted and that the feature count matches, and ``fit_transform`` equals ``fit().transform()``.
+Fit once on clean latents; then transform the prototypes, attack trajectories and training
+snapshots with the same object so every frame shares the same axes.
+
+Methods:
+
+* ``simplex`` -- exact linear "simplex view". With prototypes ``p_k`` (simplex vertices, or class
+  means for a model without vertices), centred at their mean, ``theta_k = 2 pi k / K``,
+  ``a = sum_k cos(theta_k) p_k`` and ``b = sum_k sin(theta_k) p_k``. For a regular simplex ``a`` and
+  ``b`` are orthogonal with equal norms, so projecting onto ``a/|a|, b/|b|`` maps the K vertices onto
+  a regular K-gon (vertex k at angle ``theta_k``). For other prototypes the axes are orthonormalised
+  (still an exact orthogonal projection; the polygon is then only approximately regular). The third
+  axis (3-D) is ``sum_k cos(2 theta_k) p_k``.
+* ``pca`` -- ``sklearn.decomposition.PCA`` (signs fixed by ``svd_flip``).
+* ``lda`` -- ``sklearn.discriminant_analysis.LinearDiscriminantAnalysis`` (needs labels; at most K-1 axes).
+* ``umap`` -- ``umap.UMAP`` (optional dependency, ``random_state`` fixed,
+  ``force_approximation_algorithm=True``). Approximate and batch dependent: transform every frame of
+  an animation in one call (``transform`` accepts ``(..., d)`` arrays and does exactly that).
+
+The linear methods expose ``mean_`` (d,) and ``components_`` (n_components, d):
+``transform(Z) = (Z - mean_) @ components_.T``.
+
+This module needs only numpy (scikit-learn and umap are imported when used); ``latent_view``
+needs torch and a model.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .data import Dataset
+    from .models import LatentClassifier
+
+PROJECTION_METHODS = ("simplex", "pca", "lda", "umap")
+LINEAR_METHODS = ("simplex", "pca", "lda")
+APPROXIMATE_METHODS = ("umap",)
+
+PROTOTYPE_KINDS = ("simplex vertices", "learned centres", "class means")
+"""What the drawn prototypes are: a GCCS/MMC model's vertices, a center-loss model's learned
+centres, or (cross-entropy) the class means of the plotted latents."""
+
+VIEW_FORMAT_VERSION = 1
+
+
+class NotFittedError(RuntimeError):
+    """``transform`` was called before ``fit``."""
+
+
+class LatentProjection:
+    """Fit-once projection of latent vectors (N, d) to ``n_components`` (2 or 3) plotting axes.
+
+    Args:
+        method: one of ``PROJECTION_METHODS``.
+        n_components: 2 or 3 (LDA: at most K-1; simplex: K >= 3 for 2-D, K >= 4 for 3-D).
+        prototypes: (K, d) prototypes for the simplex view; ``None`` = class means of ``fit``'s data
+            (then ``y`` is required).
+        random_state: seed for UMAP (the linear methods are deterministic).
+        n_neighbors, n_epochs, min_dist: UMAP parameters.
+    """
+
+    def __init__(
+        self,
+        method: str = "simplex",
+        n_components: int = 2,
+        *,
+        prototypes: np.ndarray | None = None,
+        random_state: int = 0,
+        n_neighbors: int = 15,
+        n_epochs: int = 200,
+        min_dist: float = 0.1,
+    ) -> None:
+        self.method = method
+        self.n_components = n_components
+        self.prototypes = prototypes
+        self.random_state = random_state
+        self.n_neighbors = n_neighbors
+        self.n_epochs = n_epochs
+        self.min_dist = min_dist
+
+    # -- properties ---------------------------------------------------------------------------
+    @property
+    def is_linear(self) -> bool:
+        """True for the exact linear views (simplex, PCA, LDA), where projected Gaussians stay Gaussian."""
+        return self.method in LINEAR_METHODS
+
+    @property
+    def is_approximate(self) -> bool:
+        """True for UMAP: positions of new points are approximate and depend on the batch."""
+        return self.method in APPROXIMATE_METHODS
+
+    # -- fitting ------------------------------------------------------------------------------
+    def _validate(self, Z: np.ndarray, y: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
+        if self.method not in PROJECTION_METHODS:
+            raise ValueError(f"method={self.method!r} is unknown; allowed: {', '.join(PROJECTION_METHODS)}.")
+        if self.n_components not in (2, 3) or isinstance(self.n_components, bool):
+            raise ValueError(f"n_components={self.n_components!r} is invalid; allowed: 2, 3.")
+        Z = np.asarray(Z, dtype=np.float64)
+        if Z.ndim != 2 or Z.shape[0] < 2 or Z.shape[1] < 1:
+            raise ValueError(f"Z has shape {Z.shape}; expected (N, d) with N >= 2 samples.")
+        if not np.isfinite(Z).all():
+            raise ValueError("Z contains NaN or inf values.")
+        if y is not None:
+            y = np.asarray(y).astype(np.int64)
+            if y.shape != (Z.shape[0],):
+                raise ValueError(f"y has shape {y.shape}; expected ({Z.shape[0]},) to match Z.")
+        return Z, y
+
+    def fit(self, Z: np.ndarray, y: np.ndarray | None = None) -> LatentProjection:
+        """Learn the projection from clean latents ``Z`` (N, d) (and labels ``y`` for LDA / class means)."""
+        Z, y = self._validate(Z, y)
+        self.n_features_in_ = Z.shape[1]
+        if self.method == "simplex":
+            self._fit_simplex(Z, y)
+        elif self.method == "pca":
+            self._fit_pca(Z)
+        elif self.method == "lda":
+            self._fit_lda(Z, y)
+        else:
+            self._fit_umap(Z)
+        return self
+
+    def _fit_simplex(self, Z: np.ndarray, y: np.ndarray | None) -> None:
+        if self.prototypes is not None:
+            protos = np.asarray(self.prototypes, dtype=np.float64)
+            if protos.ndim != 2 or protos.shape[1] != Z.shape[1]:
+                raise ValueError(f"prototypes have shape {protos.shape}; expected (K, {Z.shape[1]}) to match Z.")
+        else:
+            if y is None:
+                raise ValueError("method='simplex' without prototypes needs labels y to use the class means.")
+            protos = class_means(Z, y, int(y.max()) + 1)
+            protos = protos[np.isfinite(protos).all(1)]
+        k = protos.shape[0]
+        need = 3 if self.n_components == 2 else 4
+        if k < need:
+            raise ValueError(f"the simplex view in {self.n_components}-D needs at least {need} prototypes; got K={k}.")
+        centre = protos.mean(0)
+        pc = protos - centre
+        theta = 2.0 * np.pi * np.arange(k) / k
+        axes = [np.cos(theta) @ pc, np.sin(theta) @ pc]
+        if self.n_components == 3:
+            axes.append(np.cos(2.0 * theta) @ pc)
+        basis = np.stack(axes, 1)  # (d, n_components)
+        q, r = np.linalg.qr(basis)
+        diag = np.diag(r)
+        if np.min(np.abs(diag)) < 1e-9 * max(1.0, float(np.abs(pc).max())):
+            raise ValueError("the prototypes are degenerate (rank too low) for a simplex view; use pca instead.")
+        q = q * np.sign(diag)  # first axis points along a, second along b's component orthogonal to a
+        self.mean_ = centre
+        self.components_ = q.T
+        self.prototypes_ = protos
+
+    def _fit_pca(self, Z: np.ndarray) -> None:
+        from sklearn.decomposition import PCA
+
+        n = min(self.n_components, Z.shape[1], Z.shape[0])
+        if n < self.n_components:
+            raise ValueError(f"n_components={self.n_components} must be <= min(n_samples, n_features)={n} for pca.")
+        pca = PCA(n_components=self.n_components, svd_solver="full").fit(Z)
+        self.mean_ = pca.mean_.astype(np.float64)
+        self.components_ = pca.components_.astype(np.float64)
+        self.explained_variance_ratio_ = pca.explained_variance_ratio_
+
+    def _fit_lda(self, Z: np.ndarray, y: np.ndarray | None) -> None:
+        from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+
+        if y is None:
+            raise ValueError("method='lda' needs labels y.")
+        n_classes = len(np.unique(y))
+        limit = min(n_classes - 1, Z.shape[1])
+        if self.n_components > limit:
+            raise ValueError(f"n_components={self.n_components} must be <= min(n_classes - 1, n_features)={limit} for lda.")
+        lda = LinearDiscriminantAnalysis(n_components=self.n_components, solver="svd").fit(Z, y)
+        comps = lda.scalings_[:, : self.n_components].T.astype(np.float64)
+        # Fix signs like svd_flip: the largest-magnitude coefficient of each axis is positive.
+        signs = np.sign(comps[np.arange(comps.shape[0]), np.abs(comps).argmax(1)])
+        signs[signs == 0] = 1.0
+        self.mean_ = lda.xbar_.astype(np.float64)
+        self.components_ = comps * signs[:, None]
+
+    def _fit_umap(self, Z: np.ndarray) -> None:
+        try:
+            import umap
+        except ImportError as err:  # pragma: no cover - umap-learn is in requirements.txt
+            raise ImportError("method='umap' needs umap-learn: pip install 'gccs-explorer[app]' (or umap-learn).") from err
+        reducer = umap.UMAP(
+            n_components=self.n_components,
+            n_neighbors=min(self.n_neighbors, Z.shape[0] - 1),
+            n_epochs=self.n_epochs,
+            min_dist=self.min_dist,
+            random_state=self.random_state,
+            force_approximation_algorithm=True,
+        )
+        reducer.fit(Z.astype(np.float32))
+        self.reducer_ = reducer
+        self.embedding_ = np.array(reducer.embedding_, dtype=np.float32, copy=True)
+
+    # -- transforming -------------------------------------------------------------------------
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "n_features_in_"):
+            raise NotFittedError(f"this LatentProjection(method={self.method!r}) is not fitted yet; call fit(Z, y) first.")
+
+    def transform(self, Z: np.ndarray) -> np.ndarray:
+        """Project ``Z`` of shape (..., d) to (..., n_components), float32; all points in one batch."""
+        self._check_fitted()
+        Z = np.asarray(Z, dtype=np.float64)
+        if Z.ndim < 1 or Z.shape[-1] != self.n_features_in_:
+            got = Z.shape[-1] if Z.ndim else 0
+            raise ValueError(f"Z has {got} features; this projection was fitted with {self.n_features_in_}.")
+        lead = Z.shape[:-1]
+        flat = Z.reshape(-1, self.n_features_in_)
+        if self.is_linear:
+            out = (flat - self.mean_) @ self.components_.T
+        else:
+            if not np.isfinite(flat).all():
+                raise ValueError("Z contains NaN or inf values.")
+            out = self.reducer_.transform(flat.astype(np.float32))
+        return np.asarray(out, dtype=np.float32).reshape(*lead, self.n_components)
+
+    def fit_transform(self, Z: np.ndarray, y: np.ndarray | None = None) -> np.ndarray:
+        """``fit(Z, y).transform(Z)`` (for UMAP: the training embedding itself)."""
+        self.fit(Z, y)
+        if self.method == "umap":
+            return self.embedding_.copy()
+        return self.transform(Z)
+
+    def project_covariance(self, cov: np.ndarray) -> np.ndarray:
+        """Covariance (d, d) -> (n, n) of the projected Gaussian (linear methods only)."""
+        self._check_fitted()
+        if not self.is_linear:
+            raise ValueError(f"method={self.method!r} is not linear: a projected Gaussian is not a Gaussian there.")
+        return self.components_ @ np.asarray(cov, dtype=np.float64) @ self.components_.T
+
+    def __repr__(self) -> str:
+        return f"LatentProjection(method={self.method!r}, n_components={self.n_components}, random_state={self.random_state})"
+
+
+# -- latent-space facts ---------------------------------------------------------------------------
+
+
+def class_means(Z: np.ndarray, y: np.ndarray, num_classes: int) -> np.ndarray:
+    """Per-class mean of ``Z`` (N, d) -> (K, d); a class with no sample gets a row of NaN."""
+    Z = np.asarray(Z, dtype=np.float64)
+    y = np.asarray(y).astype(np.int64)
+    if y.shape != (Z.shape[0],):
+        raise ValueError(f"y has shape {y.shape}; expected ({Z.shape[0]},).")
+    if y.size and (y.min() < 0 or y.max() >= num_classes):
+        raise ValueError(f"labels must lie in [0, {num_classes - 1}]; got [{y.min()}, {y.max()}].")
+    out = np.full((num_classes, Z.shape[1]), np.nan)
+    for k in range(num_classes):
+        if np.any(y == k):
+            out[k] = Z[y == k].mean(0)
+    return out
+
+
+def choose_prototypes(
+    centers: np.ndarray | None, is_prototype: bool, Z: np.ndarray, y: np.ndarray, num_classes: int
+) -> tuple[np.ndarray, str]:
+    """The points drawn as class anchors and what they are (one of ``PROTOTYPE_KINDS``).
+
+    Prototype models (GCCS, MMC) -> their simplex vertices; a model with learned centres (center
+    loss) -> those; otherwise (cross-entropy) the class means of ``Z`` by true label ``y``.
+    """
+    if centers is not None:
+        return np.asarray(centers, dtype=np.float64), ("simplex vertices" if is_prototype else "learned centres")
+    return class_means(Z, y, num_classes), "class means"
+
+
+def distances(Z: np.ndarray, prototypes: np.ndarray) -> np.ndarray:
+    """Euclidean distance from every row of ``Z`` (..., d) to every prototype (K, d) -> (..., K)."""
+    Z = np.asarray(Z, dtype=np.float64)
+    P = np.asarray(prototypes, dtype=np.float64)
+    if Z.shape[-1] != P.shape[-1]:
+        raise ValueError(f"Z has {Z.shape[-1]} features but the prototypes have {P.shape[-1]}.")
+    return np.sqrt(np.maximum(((Z[..., None, :] - P) ** 2).sum(-1), 0.0))
+
+
+def class_gaussians_2d(coords: np.ndarray, y: np.ndarray, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Mean (K, n) and covariance (K, n, n) of each class's projected points (NaN if < 2 samples).
+
+    For a linear projection this is exactly the projection of the class's latent Gaussian fit.
+    """
+    coords = np.asarray(coords, dtype=np.float64)
+    y = np.asarray(y).astype(np.int64)
+    n = coords.shape[1]
+    means = np.full((num_classes, n), np.nan)
+    covs = np.full((num_classes, n, n), np.nan)
+    for k in range(num_classes):
+        pts = coords[y == k]
+        if len(pts) >= 2:
+            means[k] = pts.mean(0)
+            covs[k] = np.cov(pts, rowvar=False)
+    return means, covs
+
+
+def ellipse_points(mean: np.ndarray, cov: np.ndarray, n_std: float = 1.0, n_points: int = 60) -> np.ndarray:
+    """Closed contour (n_points + 1, 2) at ``n_std`` standard deviations of a 2-D Gaussian."""
+    mean = np.asarray(mean, dtype=np.float64)
+    cov = np.asarray(cov, dtype=np.float64)
+    if mean.shape != (2,) or cov.shape != (2, 2):
+        raise ValueError(f"ellipse_points needs a 2-D mean and a 2x2 covariance; got {mean.shape} and {cov.shape}.")
+    vals, vecs = np.linalg.eigh((cov + cov.T) / 2.0)
+    radii = n_std * np.sqrt(np.clip(vals, 0.0, None))
+    t = np.linspace(0.0, 2.0 * math.pi, n_points + 1)
+    circle = np.stack([np.cos(t), np.sin(t)], 1)
+    return mean + (circle * radii) @ vecs.T
+
+
+# -- precomputed latent views ---------------------------------------------------------------------
+
+
+def sample_indices(labels: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
+    """``n`` indices (sorted) drawn per class in proportion (stratified), reproducible for ``seed``."""
+    labels = np.asarray(labels).astype(np.int64)
+    if n >= len(labels):
+        return np.arange(len(labels))
+    rng = np.random.default_rng(seed)
+    classes = np.unique(labels)
+    picks = []
+    for k in classes:
+        idx = np.flatnonzero(labels == k)
+        m = max(1, round(n * len(idx) / len(labels)))
+        picks.append(rng.choice(idx, size=min(m, len(idx)), replace=False))
+    return np.sort(np.concatenate(picks))[: max(n, len(classes))]
+
+
+def latent_view(
+    model: LatentClassifier,
+    data: Dataset,
+    methods: Sequence[str] = LINEAR_METHODS,
+    n_samples: int = 500,
+    seed: int = 0,
+    n_components: int = 2,
+    indices: np.ndarray | None = None,
+) -> dict[str, Any]:
+    """Everything a latent-space plot of ``model`` on ``data`` needs, as a flat dict of numpy arrays.
+
+    Keys: ``idx`` (N,) sample indices in ``data``; ``y``, ``pred`` (N,); ``z`` (N, d); ``dist`` (N, K)
+    distances to the prototypes; ``prototypes`` (K, d) and ``prototype_kind``; ``images`` (N, H, W, C)
+    uint8; ``class_names``; ``sigma`` (NaN if none); ``accuracy`` on these samples; and per method
+    ``coords/<m>`` (N, n), ``proto_coords/<m>`` (K, n), and for linear methods ``ell_mean/<m>`` (K, n),
+    ``ell_cov/<m>`` (K, n, n), ``mean/<m>``, ``components/<m>``. ``methods`` lists the methods done.
+    """
+    import torch
+
+    from .models import embed_batched
+
+    if indices is None:
+        indices = sample_indices(data.y.numpy(), n_samples, seed)
+    indices = np.asarray(indices, dtype=np.int64)
+    x = data.x[torch.from_numpy(indices)]
+    y = data.y.numpy()[indices]
+    z_t, s_t = embed_batched(model, x)
+    z = z_t.numpy().astype(np.float64)
+    k = model.num_classes
+    centers = None if model.centers is None else model.centers.detach().cpu().numpy()
+    protos, kind = choose_prototypes(centers, model.is_prototype, z, y, k)
+    pred = s_t.argmax(1).numpy()
+    images = (x.permute(0, 2, 3, 1).numpy() * 255.0).round().clip(0, 255).astype(np.uint8)
+    view: dict[str, Any] = {
+        "format_version": np.array(VIEW_FORMAT_VERSION),
+        "idx": indices,
+        "y": y.astype(np.int64),
+        "pred": pred.astype(np.int64),
+        "z": z.astype(np.float32),
+        "dist": distances(z, protos).astype(np.float32),
+        "prototypes": protos.astype(np.float32),
+        "prototype_kind": np.array(kind),
+        "images": images,
+        "class_names": np.array(list(data.class_names)),
+        "sigma": np.array(float(model.sigma) if model.sigma is not None else float("nan")),
+        "accuracy": np.array(float((pred == y).mean())),
+        "n_components": np.array(n_components),
+    }
+    done = []
+    for m in methods:
+        proj = projection_for_view(view, m, n_components)
+        view[f"coords/{m}"] = proj.fit_transform(z, y).astype(np.float32) if m == "umap" else proj.transform(z)
+        fin = np.isfinite(protos).all(1)
+        pc = np.full((k, n_components), np.nan, dtype=np.float32)
+        pc[fin] = proj.transform(protos[fin])
+        view[f"proto_coords/{m}"] = pc
+        if proj.is_linear:
+            mu, cov = class_gaussians_2d(view[f"coords/{m}"], y, k)
+            view[f"ell_mean/{m}"], view[f"ell_cov/{m}"] = mu.astype(np.float32), cov.astype(np.float32)
+            view[f"mean/{m}"], view[f"components/{m}"] = proj.mean_, proj.components_
+        done.append(m)
+    view["methods"] = np.array(done)
+    return view
+
+
+def projection_for_view(view: dict[str, Any], method: str, n_components: int = 2, random_state: int = 0) -> LatentProjection:
+    """A ``LatentProjection`` fitted on a view's clean latents, as ``latent_view`` does (deterministic)."""
+    z = np.asarray(view["z"], dtype=np.float64)
+    y = np.asarray(view["y"])
+    protos = np.asarray(view["prototypes"], dtype=np.float64)
+    use = protos[np.isfinite(protos).all(1)] if method == "simplex" else None
+    return LatentProjection(method, n_components, prototypes=use, random_state=random_state).fit(z, y)
+
+
+def save_view(path: str | os.PathLike, view: dict[str, Any]) -> Path:
+    """Write a view (from ``latent_view``) as a compressed ``.npz``; returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arrays = {key.replace("/", "__"): np.asarray(value) for key, value in view.items()}
+    tmp = path.with_name(f".{path.name}.tmp.npz")
+    np.savez_compressed(tmp, **arrays)
+    os.replace(tmp, path)
+    return path
+
+
+def load_view(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a view written by ``save_view`` (no pickle)."""
+    with np.load(Path(path), allow_pickle=False) as data:
+        view = {key.replace("__", "/"): data[key] for key in data.files}
+    if int(view.get("format_version", -1)) != VIEW_FORMAT_VERSION:
+        raise ValueError(f"{path}: view format_version={view.get('format_version')}; expected {VIEW_FORMAT_VERSION}.")
+    return view

@@ -1,0 +1,238 @@
+"""Projections, latent-space helpers, precomputed views and training snapshots."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from gccs_core import TrainConfig, load_dataset, simplex_vertices, train
+from gccs_core.projection import (
+    LINEAR_METHODS,
+    LatentProjection,
+    NotFittedError,
+    choose_prototypes,
+    class_gaussians_2d,
+    class_means,
+    distances,
+    ellipse_points,
+    latent_view,
+    load_view,
+    projection_for_view,
+    sample_indices,
+    save_view,
+)
+from gccs_core.snapshots import LatentSnapshots
+
+K, D = 10, 16
+
+
+@pytest.fixture(scope="module")
+def blobs() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Class Gaussians N(mu_k, 0.5^2 I) around the vertices of a regular simplex (r = 5)."""
+    rng = np.random.default_rng(0)
+    mu = simplex_vertices(K, D, radius=5.0, dtype=torch.float64).numpy()
+    y = np.repeat(np.arange(K), 30)
+    z = mu[y] + 0.5 * rng.standard_normal((len(y), D))
+    return z, y, mu
+
+
+def test_simplex_view_maps_vertices_to_regular_polygon(blobs):
+    z, y, mu = blobs
+    proj = LatentProjection("simplex", prototypes=mu).fit(z, y)
+    pv = proj.transform(mu).astype(np.float64)
+    radii = np.linalg.norm(pv, axis=1)
+    np.testing.assert_allclose(radii, radii[0], rtol=1e-5)
+    angles = np.degrees(np.arctan2(pv[:, 1], pv[:, 0]))
+    expected = 36.0 * np.arange(K)
+    np.testing.assert_allclose(np.cos(np.radians(angles - expected)), 1.0, atol=1e-9)
+    # Vertex radius of the K-gon: r^2 K/(K-1) / |a| with |a| = r sqrt(K/2 * K/(K-1)) -> r sqrt(2/(K-1)).
+    np.testing.assert_allclose(radii[0], 5.0 * np.sqrt(2.0 / (K - 1)), rtol=1e-5)
+    # orthonormal axes: an orthogonal projection
+    np.testing.assert_allclose(proj.components_ @ proj.components_.T, np.eye(2), atol=1e-10)
+
+
+def test_simplex_view_3d_and_class_means_fallback(blobs):
+    z, y, mu = blobs
+    p3 = LatentProjection("simplex", 3, prototypes=mu).fit(z, y)
+    assert p3.transform(z).shape == (len(z), 3)
+    np.testing.assert_allclose(p3.components_ @ p3.components_.T, np.eye(3), atol=1e-10)
+    # Without prototypes the class means are used; they are close to the vertices here.
+    pm = LatentProjection("simplex").fit(z, y)
+    np.testing.assert_allclose(pm.prototypes_, class_means(z, y, K), atol=1e-12)
+    with pytest.raises(ValueError, match="needs labels y"):
+        LatentProjection("simplex").fit(z)
+
+
+@pytest.mark.parametrize("method", LINEAR_METHODS)
+def test_linear_fit_transform_matches_fit_then_transform(blobs, method):
+    z, y, mu = blobs
+    kw = {"prototypes": mu} if method == "simplex" else {}
+    a = LatentProjection(method, **kw).fit_transform(z, y)
+    p = LatentProjection(method, **kw).fit(z, y)
+    np.testing.assert_allclose(a, p.transform(z), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(p.transform(z), ((z - p.mean_) @ p.components_.T).astype(np.float32), rtol=1e-5, atol=1e-5)
+    # stacked frames (T, N, d) are transformed in one batch, identical to frame by frame
+    frames = np.stack([z, z + 0.1, z - 0.2])
+    out = p.transform(frames)
+    assert out.shape == (3, len(z), 2)
+    np.testing.assert_allclose(out[2], p.transform(z - 0.2), rtol=1e-6, atol=1e-6)
+    # deterministic: a second fit gives the same axes (signs fixed)
+    q = LatentProjection(method, **kw).fit(z, y)
+    np.testing.assert_array_equal(p.components_, q.components_)
+
+
+def test_lda_matches_sklearn_and_limits_components(blobs):
+    from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+
+    z, y, _ = blobs
+    p = LatentProjection("lda").fit(z, y)
+    ref = LinearDiscriminantAnalysis(n_components=2).fit(z, y).transform(z)
+    np.testing.assert_allclose(np.abs(p.transform(z)), np.abs(ref), rtol=1e-4, atol=1e-4)
+    two = np.repeat([0, 1], 20)
+    with pytest.raises(ValueError, match="n_components=2 must be <= min\\(n_classes - 1, n_features\\)=1"):
+        LatentProjection("lda").fit(np.random.default_rng(0).standard_normal((40, 4)), two)
+
+
+def test_errors_name_the_problem(blobs):
+    z, y, mu = blobs
+    with pytest.raises(ValueError, match="method='tsne' is unknown; allowed: simplex, pca, lda, umap"):
+        LatentProjection("tsne").fit(z, y)
+    with pytest.raises(ValueError, match="n_components=4 is invalid"):
+        LatentProjection("pca", 4).fit(z)
+    with pytest.raises(NotFittedError, match="not fitted"):
+        LatentProjection("pca").transform(z)
+    p = LatentProjection("pca").fit(z)
+    with pytest.raises(ValueError, match="fitted with 16"):
+        p.transform(z[:, :5])
+    with pytest.raises(ValueError, match="prototypes have shape"):
+        LatentProjection("simplex", prototypes=mu[:, :3]).fit(z, y)
+    with pytest.raises(ValueError, match="degenerate"):
+        LatentProjection("simplex", prototypes=np.zeros((K, D))).fit(z, y)
+    with pytest.raises(ValueError, match="NaN"):
+        LatentProjection("pca").fit(np.full((5, 3), np.nan))
+
+
+def test_project_covariance_matches_projected_sample_covariance(blobs):
+    z, y, mu = blobs
+    p = LatentProjection("simplex", prototypes=mu).fit(z, y)
+    cov = np.cov(z[y == 3], rowvar=False)
+    _, covs = class_gaussians_2d(p.transform(z), y, K)
+    np.testing.assert_allclose(p.project_covariance(cov), covs[3], rtol=1e-4, atol=1e-6)
+    # isotropic sigma^2 I stays sigma^2 I under an orthogonal projection
+    np.testing.assert_allclose(p.project_covariance(0.25 * np.eye(D)), 0.25 * np.eye(2), atol=1e-12)
+
+
+def test_class_helpers_by_hand():
+    z = np.array([[0.0, 0.0], [2.0, 0.0], [0.0, 4.0]])
+    y = np.array([0, 0, 1])
+    means = class_means(z, y, 3)
+    np.testing.assert_allclose(means[:2], [[1.0, 0.0], [0.0, 4.0]])
+    assert np.isnan(means[2]).all()
+    protos, kind = choose_prototypes(None, False, z, y, 3)
+    assert kind == "class means" and np.isnan(protos[2]).all()
+    _, kind = choose_prototypes(np.eye(2), True, z, y, 2)
+    assert kind == "simplex vertices"
+    _, kind = choose_prototypes(np.eye(2), False, z, y, 2)
+    assert kind == "learned centres"
+    np.testing.assert_allclose(distances(z, np.array([[0.0, 0.0], [3.0, 4.0]])),
+                               [[0.0, 5.0], [2.0, np.sqrt(17.0)], [4.0, 3.0]])
+    with pytest.raises(ValueError, match="labels must lie in"):
+        class_means(z, np.array([0, 0, 5]), 3)
+
+
+def test_ellipse_points_lie_on_the_n_sigma_contour():
+    mean = np.array([1.0, -2.0])
+    cov = np.array([[4.0, 1.0], [1.0, 2.0]])
+    for n_std in (1.0, 2.0):
+        pts = ellipse_points(mean, cov, n_std, n_points=40)
+        assert pts.shape == (41, 2)
+        d = pts - mean
+        maha = np.einsum("ni,ij,nj->n", d, np.linalg.inv(cov), d)
+        np.testing.assert_allclose(maha, n_std**2, rtol=1e-9)
+        np.testing.assert_allclose(pts[0], pts[-1])
+    with pytest.raises(ValueError, match="2x2"):
+        ellipse_points(mean, np.eye(3))
+
+
+def test_sample_indices_stratified_and_reproducible():
+    y = np.repeat(np.arange(4), [10, 20, 30, 40])
+    idx = sample_indices(y, 20, seed=1)
+    assert len(idx) == 20 and len(set(idx)) == 20
+    np.testing.assert_array_equal(np.bincount(y[idx]), [2, 4, 6, 8])
+    np.testing.assert_array_equal(idx, sample_indices(y, 20, seed=1))
+    np.testing.assert_array_equal(sample_indices(y, 500), np.arange(100))
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """A GCCS model trained for 3 epochs on 300 digits, with latent snapshots every epoch."""
+    probe = load_dataset("digits", "test").x[:40]
+    snaps = LatentSnapshots(probe, every=1)
+    cfg = TrainConfig(dataset="digits", loss="gccs", epochs=3, limit_train=300, batch_size=100, seed=0)
+    result = train(cfg, [snaps], tmp_path_factory.mktemp("run"))
+    return result, snaps
+
+
+def test_latent_view_roundtrip_and_consistency(tiny_run, tmp_path):
+    result, _ = tiny_run
+    model = result.model
+    data = load_dataset("digits", "test")
+    view = latent_view(model, data, methods=("simplex", "pca"), n_samples=100)
+    n = len(view["idx"])
+    assert 95 <= n <= 105 and view["images"].dtype == np.uint8 and view["images"].shape == (n, 8, 8, 1)
+    assert str(view["prototype_kind"]) == "simplex vertices"
+    np.testing.assert_allclose(view["prototypes"], model.centers.numpy())
+    np.testing.assert_allclose(view["dist"], distances(view["z"], view["prototypes"]), rtol=1e-5)
+    with torch.no_grad():
+        pred = model(data.x[torch.from_numpy(view["idx"])]).argmax(1).numpy()
+    np.testing.assert_array_equal(view["pred"], pred)
+    # prototypes of a GCCS model on a regular 10-gon in the simplex view
+    radii = np.linalg.norm(view["proto_coords/simplex"], axis=1)
+    np.testing.assert_allclose(radii, radii[0], rtol=1e-4)
+    # the refitted projection (what the attack page uses) reproduces the stored coordinates
+    for m in ("simplex", "pca"):
+        np.testing.assert_allclose(projection_for_view(view, m).transform(view["z"]), view[f"coords/{m}"], rtol=1e-5, atol=1e-5)
+    path = save_view(tmp_path / "v.npz", view)
+    back = load_view(path)
+    assert set(back) == set(view)
+    for key in view:
+        np.testing.assert_array_equal(back[key], view[key])
+    (tmp_path / "bad.npz").write_bytes(b"not a zip")
+    with pytest.raises(Exception):  # noqa: B017 - numpy raises BadZipFile/ValueError/OSError depending on content
+        load_view(tmp_path / "bad.npz")
+
+
+def test_snapshots_record_every_epoch_and_restore_mode(tiny_run):
+    result, snaps = tiny_run
+    assert snaps.epochs == [1, 2, 3]
+    z, pred = snaps.stacked()
+    assert z.shape == (3, 40, 16) and pred.shape == (3, 40)
+    assert [round(s.test_accuracy, 6) for s in snaps.snapshots] == [round(h["test_accuracy"], 6) for h in result.history]
+    # the final snapshot equals the final model's latents
+    with torch.no_grad():
+        result.model.eval()
+        np.testing.assert_allclose(z[-1], result.model.embed(snaps.x).numpy(), rtol=1e-5, atol=1e-5)
+    # latents move between epochs (the animation has something to show)
+    assert np.abs(z[0] - z[-1]).max() > 1e-3
+    result.model.train()
+    snaps.record(result.model, 99)
+    assert result.model.training, "record() must restore the model's previous mode"
+    snaps.snapshots.pop()
+    result.model.eval()
+
+
+def test_snapshots_bound_memory_and_validate():
+    model_x = torch.zeros(2, 1, 8, 8)
+    s = LatentSnapshots(model_x, max_snapshots=4)
+    from gccs_core import ModelSpec, build_model
+
+    model = build_model(ModelSpec("mlp", (1, 8, 8), 10, 16, "gccs")).eval()
+    for e in range(1, 10):
+        s.record(model, e)
+    assert len(s.snapshots) <= 4 and s.epochs[0] == 1 and s.epochs[-1] == 9
+    assert s.epochs == sorted(s.epochs)
+    with pytest.raises(ValueError, match="every=0"):
+        LatentSnapshots(model_x, every=0)
+    with pytest.raises(ValueError, match="no snapshots"):
+        LatentSnapshots(model_x).stacked()
