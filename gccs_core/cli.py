@@ -167,10 +167,58 @@ def cmd_download(a: argparse.Namespace) -> int:
     return 0
 
 
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
+    """``evaluate``: the robustness suite on a checkpoint (see gccs_core/evaluate.py)."""
+    p = sub.add_parser("evaluate", help="robustness evaluation of a checkpoint (attack suite, worst case, sanity flags)",
+                       description="Evaluate a checkpoint against FGSM/PGD/APGD/Square/DeepFool at several eps.")
+    p.set_defaults(handler=cmd_evaluate)
+    p.add_argument("--checkpoint", required=True, help="a .safetensors checkpoint or a run folder")
+    p.add_argument("--eps", default="0.05,0.1,0.2,0.3", help="comma-separated radii, e.g. 0.05,0.1,0.2,0.3")
+    p.add_argument("--norm", default="linf", help="linf or l2")
+    p.add_argument("--n", type=int, default=500, help="first N examples of the split")
+    p.add_argument("--split", default="test", help="train or test")
+    p.add_argument("--dataset", default=None, help="default: the checkpoint's dataset")
+    p.add_argument("--data-root", default=None)
+    p.add_argument("--steps", type=int, default=20, help="iterations of PGD/APGD (the x2 check doubles them)")
+    p.add_argument("--restarts", type=int, default=1)
+    p.add_argument("--square-queries", type=int, default=300)
+    p.add_argument("--attacks", default=None, help="comma-separated subset of the suite (default: all)")
+    p.add_argument("--min-l2", default="deepfool", help="deepfool, cw, both or none")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=500)
+    p.add_argument("--json", default=None, help="write the report to this JSON file")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def cmd_evaluate(a: argparse.Namespace) -> int:
+    from .evaluate import evaluate_checkpoint, parse_eps_list, save_report
+
+    eps = parse_eps_list(a.eps)
+    if a.threads is not None:
+        if a.threads < 1:
+            raise ValueError(f"--threads={a.threads} is invalid: it must be an integer >= 1.")
+        import torch
+
+        torch.set_num_threads(a.threads)
+    attacks = [s.strip() for s in a.attacks.split(",") if s.strip()] if a.attacks else None
+    min_l2 = None if a.min_l2 == "none" else a.min_l2
+    report = evaluate_checkpoint(
+        a.checkpoint, eps, norm=a.norm, n=a.n, split=a.split, dataset=a.dataset, data_root=a.data_root, steps=a.steps,
+        restarts=a.restarts, square_queries=a.square_queries, attacks=attacks, min_l2=min_l2, seed=a.seed,
+        batch_size=a.batch_size, progress=not a.quiet,
+    )
+    print(report.summary())
+    if a.json:
+        print(f"report written to {save_report(report, a.json)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="python -m gccs_core", description="GCCS loss: train, inspect and attack latent classifiers.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
     _add_train(sub)
+    _add_evaluate(sub)
     p = sub.add_parser("info", help="print a checkpoint's metadata and metrics")
     p.set_defaults(handler=cmd_info)
     p.add_argument("path", help="a .safetensors checkpoint or a run folder")
