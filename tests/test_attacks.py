@@ -1,0 +1,217 @@
+"""Tests of gccs_core.attacks on small models trained on real digits (conftest fixtures)."""
+
+from __future__ import annotations
+
+import copy
+import inspect
+
+import pytest
+import torch
+
+from gccs_core.attacks import (
+    ATTACKS,
+    NATIVE_ATTACKS,
+    OBJECTIVES,
+    AttackResult,
+    Trajectory,
+    dlr_loss,
+    margin_loss,
+    pgd_linf,
+    run_attack,
+)
+
+N = 120
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """One torch thread: on a shared, loaded 2-core machine more threads are far slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def batch(digits_test):
+    return digits_test.x[:N], digits_test.y[:N]
+
+
+def _acc(model, x, y) -> float:
+    return float((model.predict(x) == y).float().mean())
+
+
+def test_registry_names():
+    for name in ("fgsm", "pgd", "bim", "mim", "cw", "deepfool", "apgd-ce", "apgd-dlr", "square"):
+        assert name in ATTACKS
+    assert OBJECTIVES == ("ce", "margin", "dlr", "latent")
+
+
+def test_margin_and_dlr_hand_computed():
+    s = torch.tensor([[3.0, 1.0, 0.0, -1.0], [0.0, 2.0, 1.0, -4.0]])
+    y = torch.tensor([0, 0])
+    assert torch.allclose(margin_loss(s, y), torch.tensor([1.0 - 3.0, 2.0 - 0.0]))
+    # untargeted DLR: -(s_y - max_other) / (s_pi1 - s_pi3)
+    assert torch.allclose(dlr_loss(s, y), torch.tensor([-(3.0 - 1.0) / (3.0 - 0.0), -(0.0 - 2.0) / (2.0 - 0.0)]))
+    # targeted DLR to class 2: -(s_y - s_t) / (s_pi1 - (s_pi3 + s_pi4) / 2)
+    t = torch.tensor([2, 2])
+    expected = torch.tensor([-(3.0 - 0.0) / (3.0 - (0.0 - 1.0) / 2), -(0.0 - 1.0) / (2.0 - (0.0 - 4.0) / 2)])
+    assert torch.allclose(dlr_loss(s, y, t), expected)
+    # DLR is invariant to shifting and positive scaling of the scores (why it suits distance scores)
+    assert torch.allclose(dlr_loss(7.0 * s - 100.0, y), dlr_loss(s, y), atol=1e-6)
+
+
+@pytest.mark.parametrize("attack", NATIVE_ATTACKS)
+@pytest.mark.parametrize("norm,eps", [("linf", 0.1), ("l2", 1.0)])
+def test_native_attacks_stay_in_ball_and_lower_accuracy(digits_ce_model, batch, attack, norm, eps):
+    x, y = batch
+    res = run_attack(digits_ce_model, x, y, attack, eps=eps, steps=10, norm=norm, objective="margin")
+    assert isinstance(res, AttackResult) and res.trajectory is None
+    assert res.x_adv.shape == x.shape and res.x_adv.device.type == "cpu"
+    assert res.x_adv.min() >= 0 and res.x_adv.max() <= 1
+    delta = (res.x_adv - x).flatten(1)
+    size = delta.abs().amax(1) if norm == "linf" else delta.norm(dim=1)
+    assert float(size.max()) <= eps + 1e-5
+    assert torch.equal(res.pred, digits_ce_model.predict(res.x_adv))
+    assert torch.equal(res.success, res.pred != y)
+    assert float((~res.success).float().mean()) < _acc(digits_ce_model, x, y) - 0.2
+
+
+def test_iterative_beats_single_step(digits_ce_model, batch):
+    x, y = batch
+    fgsm = run_attack(digits_ce_model, x, y, "fgsm", eps=0.1)
+    pgd = run_attack(digits_ce_model, x, y, "pgd", eps=0.1, steps=20, objective="margin")
+    assert pgd.success.float().mean() >= fgsm.success.float().mean()
+
+
+def test_accuracy_falls_with_eps(digits_gccs_model, batch):
+    x, y = batch
+    accs = [float((~run_attack(digits_gccs_model, x, y, "pgd", eps=e, steps=20, objective="margin").success).float().mean())
+            for e in (0.0, 0.05, 0.1, 0.2, 0.3)]
+    assert accs == sorted(accs, reverse=True)
+    assert accs[0] == pytest.approx(_acc(digits_gccs_model, x, y))
+    assert accs[-1] <= 0.05
+
+
+def test_trajectory_frames(digits_gccs_model, batch):
+    x, y = batch
+    steps = 7
+    res = run_attack(digits_gccs_model, x, y, "pgd", eps=0.2, steps=steps, objective="dlr", record=True, restarts=2)
+    tr = res.trajectory
+    assert isinstance(tr, Trajectory)
+    n, d, k = len(x), digits_gccs_model.latent_dim, digits_gccs_model.num_classes
+    assert tr.x.shape == (steps + 1, *x.shape) and tr.z.shape == (steps + 1, n, d) and tr.scores.shape == (steps + 1, n, k)
+    assert tr.pred.shape == (steps + 1, n) and tr.steps == list(range(steps + 1))
+    assert torch.equal(tr.x[0], x)
+    assert torch.equal(tr.pred, tr.scores.argmax(-1))
+    with torch.no_grad():
+        z_last = digits_gccs_model.embed(tr.x[-1])
+    assert torch.allclose(tr.z[-1], z_last, atol=1e-4)
+    assert float((tr.x - x).abs().max()) <= 0.2 + 1e-5
+    # x_adv is one of the recorded iterates of the kept restart (the best one), per example
+    hit = ((tr.x[1:] - res.x_adv[None]).flatten(2).abs().amax(2) < 1e-6).any(0)
+    assert bool(hit.all())
+
+
+def test_targeted_pgd_reaches_target(digits_ce_model, batch):
+    x, y = batch
+    target = 3
+    res = run_attack(digits_ce_model, x, y, "pgd", eps=0.3, steps=30, objective="margin", target=target)
+    assert torch.equal(res.success, res.pred == target)
+    assert float(res.success.float().mean()) > 0.8
+    tvec = (y + 1) % 10
+    res2 = run_attack(digits_ce_model, x, y, "mim", eps=0.3, steps=30, objective="ce", target=tvec)
+    assert torch.equal(res2.success, res2.pred == tvec)
+    assert float(res2.success.float().mean()) > 0.6
+
+
+def test_latent_objectives(digits_gccs_model, digits_ce_model, batch):
+    x, y = batch
+    mu = digits_gccs_model.centers
+    res = run_attack(digits_gccs_model, x, y, "pgd", eps=0.2, steps=10, objective="latent", target=5, record=True)
+    dist = (res.trajectory.z - mu[5]).norm(dim=-1).mean(1)
+    assert dist[-1] < 0.5 * dist[0]  # pulled towards mu_t
+    res = run_attack(digits_gccs_model, x, y, "pgd", eps=0.2, steps=10, objective="latent", record=True)
+    own = (res.trajectory.z - mu[y][None]).norm(dim=-1).mean(1)
+    assert own[-1] > 1.5 * own[0]  # pushed away from mu_y
+    with pytest.raises(ValueError, match="class centres"):
+        run_attack(digits_ce_model, x, y, "pgd", objective="latent")
+
+
+def test_restarts_never_weaken_and_seed_reproduces(digits_ce_model, batch):
+    x, y = batch
+    one = run_attack(digits_ce_model, x, y, "pgd", eps=0.08, steps=5, restarts=1, seed=3)
+    again = run_attack(digits_ce_model, x, y, "pgd", eps=0.08, steps=5, restarts=1, seed=3)
+    assert torch.equal(one.x_adv, again.x_adv)
+    three = run_attack(digits_ce_model, x, y, "pgd", eps=0.08, steps=5, restarts=3, seed=3)
+    assert bool((three.success | ~one.success).all())  # every success of 1 restart is kept with 3
+
+
+def test_batched_equals_split(digits_ce_model, batch):
+    """No per-sample loop and no cross-talk: attacking halves gives the same as the whole batch."""
+    x, y = batch
+    whole = run_attack(digits_ce_model, x, y, "bim", eps=0.1, steps=5)
+    a = run_attack(digits_ce_model, x[:50], y[:50], "bim", eps=0.1, steps=5)
+    b = run_attack(digits_ce_model, x[50:], y[50:], "bim", eps=0.1, steps=5)
+    assert torch.allclose(whole.x_adv, torch.cat([a.x_adv, b.x_adv]), atol=1e-6)
+
+
+def test_zero_eps_is_identity(digits_ce_model, batch):
+    x, y = batch
+    res = run_attack(digits_ce_model, x, y, "pgd", eps=0.0, steps=3)
+    assert torch.equal(res.x_adv, x)
+    assert torch.equal(res.success, digits_ce_model.predict(x) != y)
+
+
+def test_mode_is_restored(digits_ce_model, batch):
+    x, y = batch
+    model = copy.deepcopy(digits_ce_model)
+    model.train()
+    run_attack(model, x[:20], y[:20], "pgd", eps=0.1, steps=2)
+    assert model.training
+    model.eval()
+    run_attack(model, x[:20], y[:20], "fgsm", eps=0.1)
+    assert not model.training
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"eps": -0.1}, r"eps=-0\.1 .*>= 0"),
+        ({"attack": "nope"}, r"attack='nope' is unknown; allowed: fgsm"),
+        ({"steps": 0}, r"steps=0 .*>= 1"),
+        ({"norm": "l1"}, r"norm='l1' is unknown; allowed: linf, l2"),
+        ({"objective": "hinge"}, r"objective='hinge' is unknown"),
+        ({"restarts": 0}, r"restarts=0"),
+        ({"target": 10}, r"target class 10 is outside the label set: allowed classes are 0..9"),
+        ({"target": -1}, r"target class -1 is outside the label set"),
+        ({"target": torch.tensor([1, 2])}, r"target has 2 entries"),
+        ({"step_size": 0.0}, r"step_size=0\.0"),
+    ],
+)
+def test_bad_input_raises_clear_error(digits_ce_model, batch, kwargs, match):
+    x, y = batch
+    with pytest.raises(ValueError, match=match):
+        run_attack(digits_ce_model, x[:4], y[:4], **kwargs)
+
+
+def test_bad_labels_raise(digits_ce_model, batch):
+    x, y = batch
+    with pytest.raises(ValueError, match="labels must lie in 0..9"):
+        run_attack(digits_ce_model, x[:2], torch.tensor([0, 12]))
+
+
+def test_pgd_linf_training_entry_point(digits_ce_model, batch):
+    params = list(inspect.signature(pgd_linf).parameters)
+    assert params == ["model", "x", "y", "eps", "steps", "step_size", "objective", "random_start", "generator"]
+    x, y = batch
+    model = copy.deepcopy(digits_ce_model)
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)
+    g = torch.Generator().manual_seed(0)
+    x_adv = pgd_linf(model, x, y, 0.1, 5, generator=g)
+    assert float((x_adv - x).abs().max()) <= 0.1 + 1e-6
+    assert all(float(p.grad.abs().sum()) == 0 for p in model.parameters())  # parameter grads untouched
+    assert _acc(model, x_adv, y) < _acc(model, x, y) - 0.2
+    with pytest.raises(ValueError, match="eps=-1"):
+        pgd_linf(model, x, y, -1, 5)
