@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -201,7 +202,9 @@ class LatentProjection:
             random_state=self.random_state,
             force_approximation_algorithm=True,
         )
-        reducer.fit(Z.astype(np.float32))
+        with warnings.catch_warnings():  # "n_jobs overridden by random_state": expected, we want reproducibility
+            warnings.filterwarnings("ignore", message="n_jobs value", category=UserWarning)
+            reducer.fit(Z.astype(np.float32))
         self.reducer_ = reducer
         self.embedding_ = np.array(reducer.embedding_, dtype=np.float32, copy=True)
 
@@ -224,7 +227,9 @@ class LatentProjection:
         else:
             if not np.isfinite(flat).all():
                 raise ValueError("Z contains NaN or inf values.")
-            out = self.reducer_.transform(flat.astype(np.float32))
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="n_jobs value", category=UserWarning)
+                out = self.reducer_.transform(flat.astype(np.float32))
         return np.asarray(out, dtype=np.float32).reshape(*lead, self.n_components)
 
     def fit_transform(self, Z: np.ndarray, y: np.ndarray | None = None) -> np.ndarray:
@@ -316,6 +321,18 @@ def ellipse_points(mean: np.ndarray, cov: np.ndarray, n_std: float = 1.0, n_poin
     return mean + (circle * radii) @ vecs.T
 
 
+def class_ellipses(means: np.ndarray, covs: np.ndarray, n_stds: Sequence[float] = (1.0, 2.0),
+                   n_points: int = 48) -> np.ndarray:
+    """Contours (K, len(n_stds), n_points + 1, 2) of every class Gaussian; NaN for classes without one."""
+    k = len(means)
+    out = np.full((k, len(n_stds), n_points + 1, 2), np.nan)
+    for i in range(k):
+        if np.isfinite(means[i]).all() and np.isfinite(covs[i]).all():
+            for j, n_std in enumerate(n_stds):
+                out[i, j] = ellipse_points(means[i], covs[i], n_std, n_points)
+    return out
+
+
 # -- precomputed latent views ---------------------------------------------------------------------
 
 
@@ -349,7 +366,8 @@ def latent_view(
     distances to the prototypes; ``prototypes`` (K, d) and ``prototype_kind``; ``images`` (N, H, W, C)
     uint8; ``class_names``; ``sigma`` (NaN if none); ``accuracy`` on these samples; and per method
     ``coords/<m>`` (N, n), ``proto_coords/<m>`` (K, n), and for linear methods ``ell_mean/<m>`` (K, n),
-    ``ell_cov/<m>`` (K, n, n), ``mean/<m>``, ``components/<m>``. ``methods`` lists the methods done.
+    ``ell_cov/<m>`` (K, n, n), ``ellipse/<m>`` (K, 2, P, 2) 1- and 2-sigma contours (2-D only),
+    ``mean/<m>``, ``components/<m>``. ``methods`` lists the methods done.
     """
     import torch
 
@@ -393,6 +411,8 @@ def latent_view(
         if proj.is_linear:
             mu, cov = class_gaussians_2d(view[f"coords/{m}"], y, k)
             view[f"ell_mean/{m}"], view[f"ell_cov/{m}"] = mu.astype(np.float32), cov.astype(np.float32)
+            if n_components == 2:
+                view[f"ellipse/{m}"] = class_ellipses(mu, cov).astype(np.float32)
             view[f"mean/{m}"], view[f"components/{m}"] = proj.mean_, proj.components_
         done.append(m)
     view["methods"] = np.array(done)

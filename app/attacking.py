@@ -1,0 +1,146 @@
+"""Glue for the Attack page: read the settings, call ``gccs_core.attacks.run_attack`` (cached) and
+``gccs_core.evaluate.evaluate_robustness``, project with the library, and hand arrays to the figures."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import streamlit as st
+
+from app import common, figures
+
+ATTACK_CHOICES = {"pgd": "PGD", "fgsm": "FGSM", "mim": "MIM (momentum)", "bim": "BIM", "pgd-targeted": "Targeted PGD",
+                  "cw": "Carlini-Wagner (L2, minimal; slow)"}
+OBJECTIVE_LABELS = {"ce": "cross-entropy", "margin": "margin", "dlr": "DLR", "latent": "latent (models with centres)"}
+DEFAULTS = {"attack": "pgd", "eps": 0.15, "steps": 20, "objective": "ce", "samples": "random", "n_samples": 50,
+            "sample_class": 3, "target": 8}
+
+
+def init_state(num_classes: int) -> None:
+    """Default attack settings (URL values, already in session state, win)."""
+    for key, value in DEFAULTS.items():
+        st.session_state.setdefault(key, value)
+    if common.FAST:
+        st.session_state["n_samples"] = min(int(st.session_state["n_samples"]), 12)
+    for key in ("target", "sample_class"):
+        if not 0 <= int(st.session_state[key]) < num_classes:
+            st.session_state[key] = 0
+    if st.session_state["attack"] not in ATTACK_CHOICES:
+        st.session_state["attack"] = "pgd"
+    if st.session_state["objective"] not in OBJECTIVE_LABELS:
+        st.session_state["objective"] = "ce"
+    if st.session_state["samples"] not in ("random", "one class", "picked"):
+        st.session_state["samples"] = "random"
+
+
+def choose_samples(view: dict[str, Any]) -> np.ndarray:
+    """Dataset indices to attack: random, one class, or the points picked on the Latent space page."""
+    pool, y = np.asarray(view["idx"]), np.asarray(view["y"])
+    n = int(st.session_state["n_samples"])
+    mode = st.session_state["samples"]
+    if mode == "one class":
+        chosen = pool[y == int(st.session_state["sample_class"])][:n]
+    elif mode == "picked":
+        picked = set(st.session_state.get("picked", []))
+        chosen = np.array([i for i in pool if i in picked][:n], dtype=np.int64)
+        if len(chosen) == 0:
+            raise ValueError("no points picked yet: click or box-select points on the Latent space page first.")
+    else:
+        chosen = np.sort(np.random.default_rng(0).choice(pool, size=min(n, len(pool)), replace=False))
+    if len(chosen) == 0:
+        raise ValueError("no samples match this choice.")
+    return np.asarray(chosen, dtype=np.int64)
+
+
+@st.cache_data(max_entries=12, show_spinner=False)
+def _attack(key: str, mtime: float, dataset: str, idx: tuple[int, ...], attack: str, eps: float, steps: int,
+            objective: str, target: int | None) -> dict[str, np.ndarray]:
+    """Run one recorded attack on one model (numpy out, cached on the model key and every setting)."""
+    import torch
+
+    from gccs_core.attacks import run_attack
+
+    model = common.get_model(common.find_model(key))
+    data = common.get_dataset(dataset)
+    index = torch.tensor(idx, dtype=torch.long)
+    x, y = data.x[index], data.y[index]
+    res = run_attack(model, x, y, attack=attack, eps=eps, steps=steps, objective=objective, target=target,
+                     record=True, seed=0)
+    traj = res.trajectory
+    return {"z": traj.z.numpy(), "pred": traj.pred.numpy(), "x": traj.x.permute(0, 1, 3, 4, 2).numpy().astype(np.float16),
+            "success": res.success.numpy()}
+
+
+def run(entries: list[common.ModelEntry], pool_view: dict[str, Any], method: str) -> dict[str, Any]:
+    """Attack the chosen samples on every model and build the animation; everything the page draws."""
+    idx = choose_samples(pool_view)
+    pos = np.searchsorted(pool_view["idx"], idx)
+    y = np.asarray(pool_view["y"])[pos]
+    names = [str(c) for c in pool_view["class_names"]]
+    choice = st.session_state["attack"]
+    attack = "pgd" if choice == "pgd-targeted" else choice
+    target = int(st.session_state["target"]) if choice == "pgd-targeted" else None
+    eps, steps, objective = float(st.session_state["eps"]), int(st.session_state["steps"]), st.session_state["objective"]
+    panels, flips = [], {}
+    for entry in entries:
+        mtime = common._mtime(entry.path)
+        with st.spinner(f"Attacking {entry.label}…"):
+            traj = _attack(entry.key, mtime, entry.dataset, tuple(int(i) for i in idx), attack, eps, steps, objective, target)
+        view = common.get_view(entry, "simplex" if method == "umap" else method)
+        proj = common.get_projection(entry.key, entry.dataset, mtime, method)
+        frames = proj.transform(traj["z"])  # every step of every sample in one batch
+        background = proj.embedding_ if method == "umap" else proj.transform(view["z"])
+        fin = np.isfinite(view["prototypes"]).all(1)
+        protos = np.full((len(fin), 2), np.nan, dtype=np.float32)
+        protos[fin] = proj.transform(view["prototypes"][fin])
+        fooled = (traj["pred"] == target) if target is not None else (traj["pred"] != y)
+        label = f"{entry.label} · {entry.loss}"
+        flips[label] = fooled.sum(1).tolist()
+        panels.append({"title": f"{label}: {int(fooled[-1].sum())}/{len(y)} fooled", "label": label, "frames": frames,
+                       "pred": traj["pred"], "y": y, "protos": protos, "kind": str(view["prototype_kind"]),
+                       "background": background, "background_y": np.asarray(view["y"]),
+                       "ellipses": view.get(f"ellipse/{method}"), "x": traj["x"].astype(np.float32), "key": entry.key})
+    n_frames = len(panels[0]["frames"])
+    fig = figures.animation_figure(panels, names, [f"step {t}" for t in range(n_frames)], "pred", common.plot_height())
+    what = ATTACK_CHOICES[choice] + (f" → {names[target]}" if target is not None else "")
+    summary = (f"{what}, eps={eps:g}, {steps} steps, objective {OBJECTIVE_LABELS[objective]}, {len(idx)} samples; "
+               "points are coloured by the current prediction, x = misclassified.")
+    return {"figure": fig, "panels": panels, "flips": flips, "idx": idx, "y": y, "eps": eps, "n_frames": n_frames,
+            "summary": summary, "method": method, "keys": [e.key for e in entries], "objective": objective,
+            "attack": attack, "steps": steps}
+
+
+SUITE_LABEL = {"fgsm": "fgsm"}
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def _robust_curve(key: str, mtime: float, dataset: str, idx: tuple[int, ...], label: str, steps: int,
+                  eps_list: tuple[float, ...]) -> tuple[list[float], list[float]]:
+    import torch
+
+    from gccs_core.evaluate import evaluate_robustness
+
+    model = common.get_model(common.find_model(key))
+    data = common.get_dataset(dataset)
+    index = torch.tensor(idx, dtype=torch.long)
+    report = evaluate_robustness(model, data.x[index], data.y[index], list(eps_list), steps=steps, attacks=[label],
+                                 min_l2=None, seed=0)
+    return [float(r["eps"]) for r in report.results], report.worst_case()
+
+
+def robust_curve(entries: list[common.ModelEntry], out: dict[str, Any]) -> dict[str, Any]:
+    """Robust accuracy against eps on the attacked samples, from the library's evaluation (untargeted)."""
+    objective = out["objective"]
+    label = "fgsm" if out["attack"] == "fgsm" else f"pgd-{objective}"
+    top = max(0.3, 2 * out["eps"])
+    eps_list = tuple(float(round(v, 3)) for v in np.linspace(0.0, top, 4 if common.FAST else 7))
+    series = {}
+    for entry in entries:
+        if label == "pgd-latent" and entry.loss not in ("gccs", "mmc", "center"):
+            continue
+        with st.spinner(f"Robust accuracy of {entry.label}…"):
+            eps, acc = _robust_curve(entry.key, common._mtime(entry.path), entry.dataset, tuple(int(i) for i in out["idx"]),
+                                     label, out["steps"], eps_list)
+        series[f"{entry.label} · {entry.loss}"] = acc
+    return {"eps": eps, "series": series, "title": f"robust accuracy vs eps ({label}, {len(out['idx'])} samples)"}

@@ -1,0 +1,250 @@
+"""Pure plotting: plotly figures from arrays the library computed. No model, no torch, no maths beyond drawing.
+
+Trace names are stable (tests look for them): ``"<class> "`` points per class, ``"Gaussian <class>"``
+ellipses (1 and 2 sigma in one trace), the prototype trace named after its kind
+(``simplex vertices`` / ``class means`` / ``learned centres``), ``simplex edges``; in animations
+``trails <panel>`` and ``moving <panel>`` are the traces the frames update.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
+
+
+def class_colour(k: int) -> str:
+    return PALETTE[int(k) % len(PALETTE)]
+
+
+def ellipse_traces(contours: np.ndarray, class_names: Sequence[str], xaxis: str = "x", yaxis: str = "y") -> list[go.Scatter]:
+    """One line trace per class holding its contours (K, n_levels, P, 2), e.g. 1-sigma and 2-sigma; NaN classes skipped."""
+    traces = []
+    for k, name in enumerate(class_names):
+        if k >= len(contours) or not np.isfinite(contours[k]).all():
+            continue
+        xs: list[float | None] = []
+        ys: list[float | None] = []
+        for level in contours[k]:
+            xs += level[:, 0].tolist() + [None]
+            ys += level[:, 1].tolist() + [None]
+        traces.append(go.Scatter(x=xs, y=ys, mode="lines", name=f"Gaussian {name}", legendgroup=f"c{k}", showlegend=False,
+                                 line={"color": class_colour(k), "width": 1}, opacity=0.55, hoverinfo="skip",
+                                 xaxis=xaxis, yaxis=yaxis))
+    return traces
+
+
+def prototype_traces(coords: np.ndarray, kind: str, class_names: Sequence[str], xaxis: str = "x", yaxis: str = "y",
+                     edges: bool = True) -> list[go.Scatter]:
+    """Stars at the prototypes, labelled with the class names; for simplex vertices also the (projected) edges."""
+    ok = np.isfinite(coords).all(1)
+    idx = np.flatnonzero(ok)
+    traces = []
+    if edges and kind == "simplex vertices" and len(idx) > 1:
+        ex: list[float | None] = []
+        ey: list[float | None] = []
+        for a in idx:
+            for b in idx:
+                if a < b:
+                    ex += [float(coords[a, 0]), float(coords[b, 0]), None]
+                    ey += [float(coords[a, 1]), float(coords[b, 1]), None]
+        traces.append(go.Scatter(x=ex, y=ey, mode="lines", name="simplex edges", line={"color": "rgba(80,80,80,0.18)",
+                                 "width": 1}, hoverinfo="skip", showlegend=False, xaxis=xaxis, yaxis=yaxis))
+    traces.append(go.Scatter(
+        x=coords[idx, 0], y=coords[idx, 1], mode="markers+text", name=kind,
+        text=[str(class_names[k]) for k in idx], textposition="top center", textfont={"size": 14},
+        marker={"symbol": "star", "size": 18, "color": [class_colour(k) for k in idx], "line": {"color": "black", "width": 1.5}},
+        hovertemplate="%{text}: " + kind.rstrip("s") + "<extra></extra>", xaxis=xaxis, yaxis=yaxis))
+    return traces
+
+
+def latent_figure(view: dict[str, Any], method: str, title: str, height: int = 520,
+                  selected: int | None = None, approximate: bool = False) -> go.Figure:
+    """Latent space of one model in one projection: points per class, Gaussians, prototypes, selection."""
+    coords = np.asarray(view[f"coords/{method}"])
+    y, pred = np.asarray(view["y"]), np.asarray(view["pred"])
+    names = [str(c) for c in view["class_names"]]
+    dist = np.asarray(view["dist"])
+    kind = str(view["prototype_kind"])
+    three_d = coords.shape[1] == 3
+    fig = go.Figure()
+    custom = np.stack([np.arange(len(y)), y, pred, dist.min(1)], 1)
+    for k, name in enumerate(names):
+        m = y == k
+        if not m.any():
+            continue
+        symbols = np.where(pred[m] == y[m], "circle", "x")
+        hover = ("sample %{customdata[0]}<br>label " + name + ", predicted %{customdata[2]}"
+                 "<br>nearest " + kind.rstrip("s") + " at %{customdata[3]:.2f}<extra></extra>")
+        if three_d:
+            fig.add_trace(go.Scatter3d(x=coords[m, 0], y=coords[m, 1], z=coords[m, 2], mode="markers", name=name,
+                                       legendgroup=f"c{k}", marker={"size": 3, "color": class_colour(k)},
+                                       customdata=custom[m], hovertemplate=hover))
+        else:
+            fig.add_trace(go.Scatter(x=coords[m, 0], y=coords[m, 1], mode="markers", name=name, legendgroup=f"c{k}",
+                                     marker={"size": 7, "color": class_colour(k), "symbol": symbols, "opacity": 0.8,
+                                             "line": {"width": 0.5, "color": "white"}},
+                                     customdata=custom[m], hovertemplate=hover))
+    protos = np.asarray(view[f"proto_coords/{method}"])
+    if three_d:
+        ok = np.isfinite(protos).all(1)
+        fig.add_trace(go.Scatter3d(x=protos[ok, 0], y=protos[ok, 1], z=protos[ok, 2], mode="markers+text", name=kind,
+                                   text=[names[k] for k in np.flatnonzero(ok)],
+                                   marker={"symbol": "diamond", "size": 8, "color": [class_colour(k) for k in np.flatnonzero(ok)],
+                                           "line": {"color": "black", "width": 1}}))
+    else:
+        if f"ellipse/{method}" in view:
+            for tr in ellipse_traces(np.asarray(view[f"ellipse/{method}"]), names):
+                fig.add_trace(tr)
+        for tr in prototype_traces(protos, kind, names):
+            fig.add_trace(tr)
+        if selected is not None and 0 <= selected < len(y):
+            fig.add_trace(go.Scatter(x=[coords[selected, 0]], y=[coords[selected, 1]], mode="markers", name="selected",
+                                     marker={"size": 22, "color": "rgba(0,0,0,0)", "line": {"color": "black", "width": 3}},
+                                     hoverinfo="skip", showlegend=False))
+    note = " — approximate (UMAP)" if approximate else ""
+    fig.update_layout(title={"text": title + note}, height=height, margin={"l": 10, "r": 10, "t": 50, "b": 10},
+                      legend={"itemsizing": "constant", "title": {"text": "true class"}}, clickmode="event+select",
+                      dragmode="pan" if not three_d else "orbit", uirevision=title)
+    if not three_d and not approximate:
+        fig.update_yaxes(scaleanchor="x", scaleratio=1)
+    return fig
+
+
+def _range(*arrays: np.ndarray, pad: float = 0.08) -> tuple[list[float], list[float]]:
+    pts = np.concatenate([np.asarray(a, dtype=np.float64).reshape(-1, 2) for a in arrays])
+    pts = pts[np.isfinite(pts).all(1)]
+    lo, hi = pts.min(0), pts.max(0)
+    span = np.maximum(hi - lo, 1e-6)
+    lo, hi = lo - pad * span, hi + pad * span
+    return [float(lo[0]), float(hi[0])], [float(lo[1]), float(hi[1])]
+
+
+def _trails(frames: np.ndarray, t: int) -> tuple[list[float | None], list[float | None]]:
+    """Paths of every sample from frame 0 to frame t, as one line trace with gaps."""
+    seg = frames[: t + 1]  # (t+1, N, 2)
+    n = seg.shape[1]
+    gap = np.full((1, n, 2), np.nan)
+    path = np.concatenate([seg, gap]).transpose(1, 0, 2).reshape(-1, 2)
+    xs = [None if not np.isfinite(v) else float(v) for v in path[:, 0]]
+    ys = [None if not np.isfinite(v) else float(v) for v in path[:, 1]]
+    return xs, ys
+
+
+def animation_figure(panels: Sequence[dict[str, Any]], class_names: Sequence[str], frame_labels: Sequence[str],
+                     colour_by: str = "pred", height: int = 520, trails: bool = True, duration_ms: int = 350) -> go.Figure:
+    """Side-by-side animation of samples moving in latent space (attack steps or training epochs).
+
+    Each panel: ``title``, ``frames`` (T, N, 2), ``pred`` (T, N), ``y`` (N,), ``protos`` (K, 2),
+    ``kind``, optional ``background`` (M, 2) + ``background_y`` (M,) and ``ellipses`` (K, L, P, 2).
+    Points are coloured by the current prediction (``colour_by="pred"``) or true label (``"label"``);
+    a point that is currently misclassified is drawn as an x. One Play button drives all panels.
+    """
+    names = [str(c) for c in class_names]
+    fig = make_subplots(rows=1, cols=len(panels), subplot_titles=[p["title"] for p in panels], horizontal_spacing=0.06)
+    moving_idx: list[int] = []
+    n_frames = len(frame_labels)
+
+    def moving_data(p: dict[str, Any], t: int, col: int) -> list[go.Scatter]:
+        frames, pred, y = p["frames"], p["pred"], p["y"]
+        colour_cls = pred[t] if colour_by == "pred" else y
+        out = []
+        if trails:
+            xs, ys = _trails(frames, t)
+            out.append(go.Scatter(x=xs, y=ys, mode="lines", line={"color": "rgba(60,60,60,0.35)", "width": 1},
+                                  name=f"trails {col}", hoverinfo="skip", showlegend=False))
+        out.append(go.Scatter(
+            x=frames[t, :, 0], y=frames[t, :, 1], mode="markers", name=f"moving {col}", showlegend=False,
+            marker={"size": 10, "color": [class_colour(k) for k in colour_cls],
+                    "symbol": np.where(pred[t] == y, "circle", "x").tolist(), "line": {"color": "black", "width": 1}},
+            customdata=np.stack([y, pred[t]], 1),
+            hovertemplate="label %{customdata[0]} → predicted %{customdata[1]}<extra></extra>"))
+        return out
+
+    for col, p in enumerate(panels, start=1):
+        xa, ya = ("x", "y") if col == 1 else (f"x{col}", f"y{col}")
+        if "background" in p and p["background"] is not None:
+            bg, bgy = p["background"], p["background_y"]
+            fig.add_trace(go.Scatter(x=bg[:, 0], y=bg[:, 1], mode="markers", name=f"clean {col}", showlegend=False,
+                                     marker={"size": 4, "color": [class_colour(k) for k in bgy], "opacity": 0.25},
+                                     hoverinfo="skip"), row=1, col=col)
+        if p.get("ellipses") is not None:
+            for tr in ellipse_traces(p["ellipses"], names, xa, ya):
+                fig.add_trace(tr, row=1, col=col)
+        for tr in prototype_traces(p["protos"], p["kind"], names, xa, ya):
+            fig.add_trace(tr, row=1, col=col)
+        start = len(fig.data)
+        for tr in moving_data(p, 0, col):
+            fig.add_trace(tr, row=1, col=col)
+        moving_idx += list(range(start, len(fig.data)))
+        xr, yr = _range(p["frames"], p["protos"], *([p["background"]] if p.get("background") is not None else []))
+        fig.update_xaxes(range=xr, autorange=False, row=1, col=col)
+        fig.update_yaxes(range=yr, autorange=False, row=1, col=col)
+
+    frames = []
+    for t in range(n_frames):
+        data = []
+        for col, p in enumerate(panels, start=1):
+            data += moving_data(p, t, col)
+        frames.append(go.Frame(name=str(t), data=data, traces=moving_idx))
+    fig.frames = frames
+    play = {"frame": {"duration": duration_ms, "redraw": False}, "transition": {"duration": int(duration_ms * 0.6)},
+            "fromcurrent": True, "mode": "immediate"}
+    fig.update_layout(
+        height=height, margin={"l": 10, "r": 10, "t": 60, "b": 10}, uirevision="animation",
+        updatemenus=[{"type": "buttons", "direction": "left", "x": 0.0, "y": -0.04, "xanchor": "left", "yanchor": "top",
+                      "showactive": False, "pad": {"r": 10, "t": 10},
+                      "buttons": [{"label": "▶ Play", "method": "animate", "args": [None, play]},
+                                  {"label": "❚❚ Pause", "method": "animate",
+                                   "args": [[None], {"frame": {"duration": 0, "redraw": False}, "mode": "immediate",
+                                                     "transition": {"duration": 0}}]}]}],
+        sliders=[{"active": 0, "x": 0.16, "len": 0.84, "y": -0.02, "yanchor": "top", "pad": {"t": 10},
+                  "currentvalue": {"prefix": ""},
+                  "steps": [{"label": lab, "method": "animate",
+                             "args": [[str(t)], {"frame": {"duration": 0, "redraw": False}, "mode": "immediate",
+                                                 "transition": {"duration": 0}}]} for t, lab in enumerate(frame_labels)]}])
+    return fig
+
+
+def line_figure(x: Sequence[float], series: dict[str, Sequence[float]], title: str, xlabel: str, ylabel: str,
+                height: int = 300, y_range: list[float] | None = None) -> go.Figure:
+    """Small line chart, one line per named series."""
+    fig = go.Figure()
+    for name, values in series.items():
+        fig.add_trace(go.Scatter(x=list(x), y=list(values), mode="lines+markers", name=name))
+    fig.update_layout(title={"text": title}, height=height, margin={"l": 10, "r": 10, "t": 40, "b": 10},
+                      xaxis_title=xlabel, yaxis_title=ylabel)
+    if y_range is not None:
+        fig.update_yaxes(range=y_range)
+    return fig
+
+
+def distance_bars(dist: np.ndarray, class_names: Sequence[str], kind: str, predicted: int, height: int = 220) -> go.Figure:
+    """Distance from one sample to every prototype; the predicted class highlighted."""
+    names = [str(c) for c in class_names]
+    colours = [class_colour(k) if k == predicted else "rgba(120,120,120,0.5)" for k in range(len(names))]
+    fig = go.Figure(go.Bar(x=names, y=np.asarray(dist, dtype=float), marker={"color": colours}, name="distance"))
+    fig.update_layout(title={"text": f"distance to each {kind.rstrip('s')}"}, height=height,
+                      margin={"l": 10, "r": 10, "t": 40, "b": 10})
+    return fig
+
+
+def upscale(img: np.ndarray, size: int = 112) -> np.ndarray:
+    """(H, W, C) image in [0, 1] or uint8 -> uint8 (size, size[, 3]) with nearest-neighbour upscaling (crisp pixels)."""
+    a = np.asarray(img)
+    if a.dtype != np.uint8:
+        a = (np.clip(a, 0.0, 1.0) * 255).round().astype(np.uint8)
+    factor = max(1, size // a.shape[0])
+    a = np.repeat(np.repeat(a, factor, 0), factor, 1)
+    return a[..., 0] if a.shape[-1] == 1 else a
+
+
+def perturbation_image(delta: np.ndarray, eps: float, size: int = 112) -> np.ndarray:
+    """Perturbation shown amplified: 0.5 + delta / (2 eps), so the whole eps-ball spans black to white."""
+    scale = max(float(eps), 1e-8)
+    return upscale(np.clip(0.5 + np.asarray(delta) / (2.0 * scale), 0.0, 1.0), size)

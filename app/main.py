@@ -1,0 +1,79 @@
+"""GCCS Explorer: `streamlit run app/main.py`.
+
+The entrypoint sets the page, restores state from the URL, draws the shared sidebar (dataset,
+the two models, projection, teacher mode, upload) and routes to the pages. It imports no torch:
+the first latent plot of the pretrained models is drawn from shipped numpy files, and a
+background thread warms torch, the default models and UMAP afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+os.environ.setdefault("NUMBA_CACHE_DIR", str(ROOT / ".numba_cache"))
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import streamlit as st  # noqa: E402
+
+from app import common  # noqa: E402
+from app.upload import upload_box  # noqa: E402
+
+st.set_page_config(page_title="GCCS Explorer", page_icon="✳️", layout="wide")
+common.state_from_url()
+common.apply_pending()
+
+PAGES = {
+    "latent": st.Page("app_pages/latent.py", title="Latent space", icon="🌌", url_path="latent", default=True),
+    "attack": st.Page("app_pages/attack.py", title="Attack", icon="🎯", url_path="attack"),
+    "train": st.Page("app_pages/train.py", title="Train", icon="🏋️", url_path="train"),
+    "compare": st.Page("app_pages/compare.py", title="Compare", icon="📊", url_path="compare"),
+    "learn": st.Page("app_pages/learn.py", title="Learn", icon="📖", url_path="learn"),
+}
+st.session_state["_pages"] = PAGES
+page = st.navigation(list(PAGES.values()), position="top" if common.teacher() else "sidebar")
+
+# -- shared sidebar --------------------------------------------------------------------------
+datasets = common.available_datasets()
+if st.session_state.get("dataset") not in datasets:
+    st.session_state["dataset"] = datasets[0]
+models = common.list_models(st.session_state["dataset"])
+keys = [m.key for m in models]
+left_default, right_default = common.default_pair(models)
+for side, default in (("left", left_default), ("right", right_default)):
+    if st.session_state.get(side) not in keys:
+        st.session_state[side] = default
+if st.session_state.get("method") not in common.METHOD_LABELS:
+    st.session_state["method"] = "simplex"
+if st.session_state.get("dim") not in (2, 3):
+    st.session_state["dim"] = 2
+
+busy = bool(st.session_state.get("training", False))
+labels = {m.key: m.label for m in models}
+with st.sidebar:
+    st.toggle("Teacher mode", key="teacher", help="Hide the controls and enlarge the plots; the URL keeps it.")
+    if not common.teacher():
+        st.selectbox("Dataset", datasets, key="dataset", disabled=busy,
+                     help="digits and mnist5k ship with the app; torchvision datasets appear once on disk.")
+        if keys:
+            st.selectbox("Left model", keys, key="left", format_func=labels.get, disabled=busy)
+            st.selectbox("Right model", keys, key="right", format_func=labels.get, disabled=busy)
+        st.radio("Projection", list(common.METHOD_LABELS), key="method", format_func=common.METHOD_LABELS.get,
+                 disabled=busy, help="Simplex view, PCA and LDA are exact linear maps; UMAP is approximate.")
+        st.radio("Dimensions", [2, 3], key="dim", horizontal=True, disabled=busy, format_func=lambda d: f"{d}-D")
+        with st.expander("Upload a model"):
+            upload_box(disabled=busy)
+common.state_to_url()
+
+if common.teacher():
+    st.markdown("<style>[data-testid='stSidebar']{display:none} h1{font-size:2.6rem!important}"
+                ".stPlotlyChart{font-size:1.2rem}</style>", unsafe_allow_html=True)
+
+page.run()
+
+# Warm torch, the default models and UMAP after the first page is drawn (once per server process).
+paths = tuple(m.path for m in models if m.key in (left_default, right_default) and m.path)
+common.start_warm_up(paths)
