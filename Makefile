@@ -1,0 +1,43 @@
+# One command each: `make run` (install what is missing, start the app) and `make test` (install, run tests).
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+export NUMBA_CACHE_DIR ?= $(CURDIR)/.numba_cache
+
+.PHONY: install system-deps run test lint pretrained bench clean
+
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade pip
+	$(PY) -m pip install -r requirements.txt
+	$(PY) -m pip install --no-deps -e .
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# Debian's chromium for the end-to-end browser tests (never a browser download by a test tool).
+system-deps:
+	@if ! command -v chromium >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = "0" ]; then apt-get update && apt-get install -y --no-install-recommends chromium fonts-dejavu-core; \
+	  elif command -v sudo >/dev/null 2>&1; then sudo apt-get update && sudo apt-get install -y --no-install-recommends chromium fonts-dejavu-core; \
+	  else echo "chromium missing and no root: browser tests will be skipped"; fi; \
+	fi
+
+run: install
+	$(PY) -m streamlit run app/main.py --server.headless true
+
+test: install system-deps
+	$(PY) -m pytest -q --durations=15
+
+lint: install
+	$(VENV)/bin/ruff check gccs_core app tests bench scripts
+
+pretrained: install
+	$(PY) scripts/make_pretrained.py
+
+bench: install
+	$(PY) bench/bench_training.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .numba_cache
