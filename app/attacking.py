@@ -105,7 +105,7 @@ def run(entries: list[common.ModelEntry], pool_view: dict[str, Any], method: str
     fig = figures.animation_figure(panels, names, [f"step {t}" for t in range(n_frames)], "pred", common.plot_height())
     what = ATTACK_CHOICES[choice] + (f" → {names[target]}" if target is not None else "")
     summary = (f"{what}, eps={eps:g}, {steps} steps, objective {OBJECTIVE_LABELS[objective]}, {len(idx)} samples; "
-               "points are coloured by the current prediction, x = misclassified.")
+               "points are coloured by the current prediction; a thick black ring = misclassified.")
     return {"figure": fig, "panels": panels, "flips": flips, "idx": idx, "y": y, "eps": eps, "n_frames": n_frames,
             "summary": summary, "method": method, "keys": [e.key for e in entries], "objective": objective,
             "attack": attack, "steps": steps}

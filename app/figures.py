@@ -22,6 +22,13 @@ def class_colour(k: int) -> str:
     return PALETTE[int(k) % len(PALETTE)]
 
 
+def discrete_colourscale(num_classes: int) -> list[list[float | str]]:
+    """Colour scale on [0, K-1] that gives integer value k exactly ``class_colour(k)``."""
+    if num_classes < 2:
+        return [[0.0, class_colour(0)], [1.0, class_colour(0)]]
+    return [[k / (num_classes - 1), class_colour(k)] for k in range(num_classes)]
+
+
 def ellipse_traces(contours: np.ndarray, class_names: Sequence[str], xaxis: str = "x", yaxis: str = "y") -> list[go.Scatter]:
     """One line trace per class holding its contours (K, n_levels, P, 2), e.g. 1-sigma and 2-sigma; NaN classes skipped."""
     traces = []
@@ -125,15 +132,12 @@ def _range(*arrays: np.ndarray, pad: float = 0.08) -> tuple[list[float], list[fl
     return [float(lo[0]), float(hi[0])], [float(lo[1]), float(hi[1])]
 
 
-def _trails(frames: np.ndarray, t: int) -> tuple[list[float | None], list[float | None]]:
-    """Paths of every sample from frame 0 to frame t, as one line trace with gaps."""
+def _trails(frames: np.ndarray, t: int) -> tuple[np.ndarray, np.ndarray]:
+    """Paths of every sample from frame 0 to frame t, as one line trace with NaN gaps (float32 arrays)."""
     seg = frames[: t + 1]  # (t+1, N, 2)
-    n = seg.shape[1]
-    gap = np.full((1, n, 2), np.nan)
-    path = np.concatenate([seg, gap]).transpose(1, 0, 2).reshape(-1, 2)
-    xs = [None if not np.isfinite(v) else float(v) for v in path[:, 0]]
-    ys = [None if not np.isfinite(v) else float(v) for v in path[:, 1]]
-    return xs, ys
+    gap = np.full((1, seg.shape[1], 2), np.nan, dtype=np.float32)
+    path = np.concatenate([seg.astype(np.float32), gap]).transpose(1, 0, 2).reshape(-1, 2)
+    return path[:, 0], path[:, 1]
 
 
 def animation_figure(panels: Sequence[dict[str, Any]], class_names: Sequence[str], frame_labels: Sequence[str],
@@ -143,11 +147,12 @@ def animation_figure(panels: Sequence[dict[str, Any]], class_names: Sequence[str
     Each panel: ``title``, ``frames`` (T, N, 2), ``pred`` (T, N), ``y`` (N,), ``protos`` (K, 2),
     ``kind``, optional ``background`` (M, 2) + ``background_y`` (M,) and ``ellipses`` (K, L, P, 2).
     Points are coloured by the current prediction (``colour_by="pred"``) or true label (``"label"``);
-    a point that is currently misclassified is drawn as an x. One Play button drives all panels.
+    a point that is currently misclassified gets a thick black outline. One Play button drives all panels.
     """
     names = [str(c) for c in class_names]
     fig = make_subplots(rows=1, cols=len(panels), subplot_titles=[p["title"] for p in panels], horizontal_spacing=0.06)
     moving_idx: list[int] = []
+    scale = discrete_colourscale(len(names))
     n_frames = len(frame_labels)
 
     def moving_data(p: dict[str, Any], t: int, col: int) -> list[go.Scatter]:
@@ -158,11 +163,15 @@ def animation_figure(panels: Sequence[dict[str, Any]], class_names: Sequence[str
             xs, ys = _trails(frames, t)
             out.append(go.Scatter(x=xs, y=ys, mode="lines", line={"color": "rgba(60,60,60,0.35)", "width": 1},
                                   name=f"trails {col}", hoverinfo="skip", showlegend=False))
+        # Numeric colours (class index on a discrete colour scale) and outline widths: numpy arrays are validated
+        # and serialised far faster than per-point strings or symbols, which matters with many frames.
         out.append(go.Scatter(
-            x=frames[t, :, 0], y=frames[t, :, 1], mode="markers", name=f"moving {col}", showlegend=False,
-            marker={"size": 10, "color": [class_colour(k) for k in colour_cls],
-                    "symbol": np.where(pred[t] == y, "circle", "x").tolist(), "line": {"color": "black", "width": 1}},
-            customdata=np.stack([y, pred[t]], 1),
+            x=frames[t, :, 0].astype(np.float32), y=frames[t, :, 1].astype(np.float32), mode="markers",
+            name=f"moving {col}", showlegend=False,
+            marker={"size": 10, "color": np.asarray(colour_cls, dtype=np.float32), "colorscale": scale, "cmin": 0,
+                    "cmax": max(1, len(names) - 1),
+                    "line": {"color": "black", "width": np.where(pred[t] == y, 0.8, 3.0).astype(np.float32)}},
+            customdata=np.stack([y, pred[t]], 1).astype(np.int32),
             hovertemplate="label %{customdata[0]} → predicted %{customdata[1]}<extra></extra>"))
         return out
 
@@ -203,7 +212,7 @@ def animation_figure(panels: Sequence[dict[str, Any]], class_names: Sequence[str
                                   {"label": "❚❚ Pause", "method": "animate",
                                    "args": [[None], {"frame": {"duration": 0, "redraw": False}, "mode": "immediate",
                                                      "transition": {"duration": 0}}]}]}],
-        sliders=[{"active": 0, "x": 0.16, "len": 0.84, "y": -0.02, "yanchor": "top", "pad": {"t": 10},
+        sliders=[{"active": 0, "x": 0.22, "len": 0.78, "y": -0.02, "yanchor": "top", "pad": {"t": 10},
                   "currentvalue": {"prefix": ""},
                   "steps": [{"label": lab, "method": "animate",
                              "args": [[str(t)], {"frame": {"duration": 0, "redraw": False}, "mode": "immediate",

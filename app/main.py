@@ -22,16 +22,17 @@ import streamlit as st  # noqa: E402
 from app import common  # noqa: E402
 from app.upload import upload_box  # noqa: E402
 
-st.set_page_config(page_title="GCCS Explorer", page_icon="✳️", layout="wide")
+st.set_page_config(page_title="GCCS Explorer", page_icon=":material/hub:", layout="wide")
 common.state_from_url()
 common.apply_pending()
 
 PAGES = {
-    "latent": st.Page("app_pages/latent.py", title="Latent space", icon="🌌", url_path="latent", default=True),
-    "attack": st.Page("app_pages/attack.py", title="Attack", icon="🎯", url_path="attack"),
-    "train": st.Page("app_pages/train.py", title="Train", icon="🏋️", url_path="train"),
-    "compare": st.Page("app_pages/compare.py", title="Compare", icon="📊", url_path="compare"),
-    "learn": st.Page("app_pages/learn.py", title="Learn", icon="📖", url_path="learn"),
+    "latent": st.Page("app_pages/latent.py", title="Latent space", icon=":material/scatter_plot:", url_path="latent",
+                      default=True),
+    "attack": st.Page("app_pages/attack.py", title="Attack", icon=":material/my_location:", url_path="attack"),
+    "train": st.Page("app_pages/train.py", title="Train", icon=":material/model_training:", url_path="train"),
+    "compare": st.Page("app_pages/compare.py", title="Compare", icon=":material/leaderboard:", url_path="compare"),
+    "learn": st.Page("app_pages/learn.py", title="Learn", icon=":material/school:", url_path="learn"),
 }
 st.session_state["_pages"] = PAGES
 page = st.navigation(list(PAGES.values()), position="top" if common.teacher() else "sidebar")

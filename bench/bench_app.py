@@ -1,0 +1,114 @@
+"""App speed and memory, measured in a real headless browser (Debian chromium via playwright).
+
+1. Start-up: from launching `streamlit run` to the first plotly points painted in the browser, for the app
+   (latent page, pretrained GCCS + cross-entropy, shipped projections) and for a bare one-chart
+   Streamlit app (one plotly scatter of as many points) measured the same way, alternating, in the same run.
+2. Attack animation: after the background warm-up, from the click on "Run attack" (100 samples, PGD,
+   20 steps, two models; a fresh eps each time so no cache helps) to the animation's points painted.
+3. Memory: RSS of the server with that one session, at the end.
+
+    NUMBA_CACHE_DIR=.numba_cache python bench/bench_app.py --repeats 3 --out bench/app_results.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+
+from app_server import launch_browser, rss_mb, start_server, stop_server, wait_script_idle  # noqa: E402
+
+BARE_APP = '''
+import numpy as np
+import plotly.graph_objects as go
+import streamlit as st
+
+rng = np.random.default_rng(0)
+xy = rng.standard_normal((720, 2)).astype(np.float32)
+st.plotly_chart(go.Figure(go.Scatter(x=xy[:, 0], y=xy[:, 1], mode="markers")))
+'''
+PAINTED = ".js-plotly-plot .scatterlayer .trace .point"
+
+
+def time_to_first_paint(playwright, script: Path, env: dict[str, str], log: Path) -> tuple[float, object, str]:  # type: ignore[no-untyped-def]
+    """Seconds from launching the server to plotted points in the page; returns the server still running."""
+    t0 = time.perf_counter()
+    proc, url = start_server(script, env=env, log=log)
+    browser = launch_browser(playwright)
+    page = browser.new_page(viewport={"width": 1500, "height": 1000})
+    page.goto(url)
+    page.wait_for_selector(PAINTED, timeout=120_000)
+    elapsed = time.perf_counter() - t0
+    return elapsed, (proc, browser, page), url
+
+
+def wait_warm(log: Path, timeout: float = 300.0) -> float:
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < timeout:
+        if "GCCS warm-up done" in log.read_text(errors="replace"):
+            return time.perf_counter() - t0
+        time.sleep(0.5)
+    raise TimeoutError("the app's warm-up did not finish")
+
+
+def attack_latency(page, url: str, eps: float, n: int) -> float:  # type: ignore[no-untyped-def]
+    page.goto(f"{url}/attack?eps={eps}&n_samples={n}&steps=20&attack=pgd&samples=random")
+    wait_script_idle(page)
+    button = page.locator(".st-key-run_attack button")
+    t0 = time.perf_counter()
+    button.click()
+    page.wait_for_selector(f".st-key-attack_anim {PAINTED}", timeout=120_000)
+    elapsed = time.perf_counter() - t0
+    wait_script_idle(page)
+    return elapsed
+
+
+def main(argv: list[str] | None = None) -> int:
+    from playwright.sync_api import sync_playwright
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--samples", type=int, default=100)
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "app_results.json")
+    args = parser.parse_args(argv)
+    tmp = Path(tempfile.mkdtemp(prefix="gccs-bench-"))
+    bare = tmp / "bare_app.py"
+    bare.write_text(BARE_APP)
+    env = {"GCCS_USER_MODELS": str(tmp / "user_models")}
+    results: dict[str, object] = {"bare_first_paint_s": [], "app_first_paint_s": [], "attack_anim_s": []}
+    with sync_playwright() as pw:
+        for r in range(args.repeats):
+            for name, script in (("bare", bare), ("app", ROOT / "app" / "main.py")):
+                log = tmp / f"{name}-{r}.log"
+                secs, (proc, browser, page), url = time_to_first_paint(pw, script, env, log)
+                results[f"{name}_first_paint_s"].append(round(secs, 3))  # type: ignore[union-attr]
+                print(f"repeat {r}: {name} first paint {secs:.2f} s", flush=True)
+                if name == "app" and r == args.repeats - 1:
+                    results["warm_up_s"] = round(wait_warm(log), 1)
+                    for i in range(3):
+                        lat = attack_latency(page, url, round(0.1 + 0.01 * i, 2), args.samples)
+                        results["attack_anim_s"].append(round(lat, 3))  # type: ignore[union-attr]
+                        print(f"attack animation ({args.samples} samples, 2 models): {lat:.2f} s", flush=True)
+                    results["server_rss_mb"] = round(rss_mb(proc.pid), 0)
+                    print(f"server RSS with one session: {results['server_rss_mb']} MB", flush=True)
+                browser.close()
+                stop_server(proc)
+    bare_m = statistics.median(results["bare_first_paint_s"])  # type: ignore[arg-type]
+    app_m = statistics.median(results["app_first_paint_s"])  # type: ignore[arg-type]
+    results.update({"bare_median_s": bare_m, "app_median_s": app_m, "ratio": round(app_m / bare_m, 2),
+                    "attack_anim_median_s": statistics.median(results["attack_anim_s"]),  # type: ignore[arg-type]
+                    "samples": args.samples, "repeats": args.repeats})
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    print(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
