@@ -30,6 +30,9 @@ CW_LEARNING_RATE = 0.1
 CW_INITIAL_CONST = 1.0
 CW_BINARY_SEARCH_STEPS = 5
 DEEPFOOL_OVERSHOOT = 0.02
+DEEPFOOL_BATCH_SIZE = 64
+"""ART's DeepFool recomputes all K class gradients of its whole batch every iteration until the last
+example of the batch flips, so small batches stop stragglers from holding up the rest."""
 SQUARE_P_INIT = 0.8
 APGD_STEP_FACTOR = 2.0
 """APGD's initial step size is ``2 * eps`` (Croce & Hein 2020); it adapts afterwards."""
@@ -99,7 +102,7 @@ def build_art_attack(
         if targeted:
             raise ValueError("attack='deepfool' is untargeted only; use target=None or another attack.")
         return DeepFool(clf, max_iter=steps, epsilon=DEEPFOOL_OVERSHOOT, nb_grads=clf.nb_classes,
-                        batch_size=ART_BATCH_SIZE, verbose=False)
+                        batch_size=DEEPFOOL_BATCH_SIZE, verbose=False)
     if attack in ("apgd-ce", "apgd-dlr"):
         return AutoProjectedGradientDescent(
             clf, norm=_art_norm(norm), eps=eps, eps_step=step_size if step_size is not None else APGD_STEP_FACTOR * eps,

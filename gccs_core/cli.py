@@ -181,9 +181,11 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data-root", default=None)
     p.add_argument("--steps", type=int, default=20, help="iterations of PGD/APGD (the x2 check doubles them)")
     p.add_argument("--restarts", type=int, default=1)
-    p.add_argument("--square-queries", type=int, default=300)
+    p.add_argument("--square-queries", type=int, default=300, help="Square iterations (on white-box survivors)")
+    p.add_argument("--square-on-all", action="store_true", help="run Square on every example and report its accuracy")
     p.add_argument("--attacks", default=None, help="comma-separated subset of the suite (default: all)")
     p.add_argument("--min-l2", default="deepfool", help="deepfool, cw, both or none")
+    p.add_argument("--min-l2-n", type=int, default=200, help="examples for the median minimal L2 perturbation")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=500)
     p.add_argument("--json", default=None, help="write the report to this JSON file")
@@ -205,7 +207,8 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     min_l2 = None if a.min_l2 == "none" else a.min_l2
     report = evaluate_checkpoint(
         a.checkpoint, eps, norm=a.norm, n=a.n, split=a.split, dataset=a.dataset, data_root=a.data_root, steps=a.steps,
-        restarts=a.restarts, square_queries=a.square_queries, attacks=attacks, min_l2=min_l2, seed=a.seed,
+        restarts=a.restarts, square_queries=a.square_queries, square_on_all=a.square_on_all, attacks=attacks, min_l2=min_l2,
+        min_l2_n=a.min_l2_n, seed=a.seed,
         batch_size=a.batch_size, progress=not a.quiet,
     )
     print(report.summary())
