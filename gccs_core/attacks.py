@@ -258,42 +258,48 @@ def _iterate(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[tuple[torch.Tensor, ...]] | None]:
     """One run of an iterative attack. Returns (best x, best loss, best success, frames or None).
 
-    With ``early_stop`` an example leaves the active batch once it succeeds (its successful iterate
-    is kept); that changes nothing in the result and saves most of the work at large eps.
+    Each iterate is scored in the same forward pass that gives the gradient for the next step
+    (``steps + 1`` forwards and ``steps`` backwards in all). With ``early_stop`` an example leaves the
+    active batch once it succeeds (its successful iterate is kept): the result is the same and most
+    of the work at large eps is saved.
     """
-    best_x = x.clone()
+    best_x = start.clone()
     best_loss = torch.full((x.shape[0],), float("-inf"), device=x.device)
     best_succ = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
     frames: list[tuple[torch.Tensor, ...]] | None = [] if record else None
     active = torch.arange(x.shape[0], device=x.device)
     x_cur = start.clone()
     momentum = torch.zeros_like(x) if attack == "mim" else None
-    for _ in range(steps):
-        xa = x_cur[active].detach().requires_grad_(True)
+    for t in range(steps + 1):
+        last = t == steps
+        xa = x_cur[active].detach().requires_grad_(not last)
         ya = y[active]
         ta = target[active] if target is not None else None
-        loss, _, _ = attack_objective(model, xa, ya, objective, ta)
+        with torch.set_grad_enabled(not last):
+            loss, z, s = attack_objective(model, xa, ya, objective, ta)
+        if t > 0:  # the candidates are the iterates after each step (not the clean / random start point)
+            with torch.no_grad():
+                succ = _succeeded(s.argmax(1), ya, ta)
+                better = (succ & ~best_succ[active]) | ((succ == best_succ[active]) & (loss > best_loss[active]))
+                idx = active[better]
+                best_x[idx] = xa.detach()[better]
+                best_loss[idx] = loss.detach()[better]
+                best_succ[idx] = succ[better]
+                if frames is not None:
+                    frames.append((xa.detach().cpu(), z.detach().cpu(), s.detach().cpu()))
+        if last:
+            break
         (grad,) = torch.autograd.grad(loss.sum(), xa)
+        if early_stop and not record:
+            keep = ~best_succ[active]
+            active, xa, grad = active[keep], xa[keep], grad[keep]
+            if active.numel() == 0:
+                break
         if momentum is not None:
             g = momentum[active] * MIM_DECAY + grad / (grad.abs().flatten(1).sum(1).view(-1, 1, 1, 1) + _TINY)
             momentum[active] = g
             grad = g
-        x_new = _project(xa.detach() + alpha * _step_direction(grad, norm), x[active], eps, norm)
-        x_cur[active] = x_new
-        with torch.no_grad():
-            loss_new, z_new, s_new = attack_objective(model, x_new, ya, objective, ta)
-            succ = _succeeded(s_new.argmax(1), ya, ta)
-            better = (succ & ~best_succ[active]) | ((succ == best_succ[active]) & (loss_new > best_loss[active]))
-            idx = active[better]
-            best_x[idx] = x_new[better]
-            best_loss[idx] = loss_new[better]
-            best_succ[idx] = succ[better]
-            if frames is not None:
-                frames.append((x_new.cpu(), z_new.cpu(), s_new.cpu()))
-            if early_stop and not record:
-                active = active[~best_succ[active]]
-                if active.numel() == 0:
-                    break
+        x_cur[active] = _project(xa.detach() + alpha * _step_direction(grad, norm), x[active], eps, norm)
     return best_x, best_loss, best_succ, frames
 
 
