@@ -30,7 +30,7 @@ CW_LEARNING_RATE = 0.1
 CW_INITIAL_CONST = 1.0
 CW_BINARY_SEARCH_STEPS = 5
 DEEPFOOL_OVERSHOOT = 0.02
-DEEPFOOL_BATCH_SIZE = 64
+DEEPFOOL_BATCH_SIZE = 25
 """ART's DeepFool recomputes all K class gradients of its whole batch every iteration until the last
 example of the batch flips, so small batches stop stragglers from holding up the rest."""
 SQUARE_P_INIT = 0.8

@@ -44,7 +44,8 @@ class ProgressBar(Callback):
         self.test_acc = info.test_accuracy
         self.bar.write(
             f"epoch {info.epoch + 1}/{info.epochs}: loss {info.train_loss:.4f}  train acc {info.train_accuracy:.4f}  "
-            f"test acc {info.test_accuracy:.4f}  ({info.elapsed_s:.1f}s)"
+            f"test acc {info.test_accuracy:.4f}  ({info.elapsed_s:.1f}s)",
+            file=sys.stderr,
         )
 
     def close(self) -> None:
@@ -185,7 +186,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--square-on-all", action="store_true", help="run Square on every example and report its accuracy")
     p.add_argument("--attacks", default=None, help="comma-separated subset of the suite (default: all)")
     p.add_argument("--min-l2", default="deepfool", help="deepfool, cw, both or none")
-    p.add_argument("--min-l2-n", type=int, default=200, help="examples for the median minimal L2 perturbation")
+    p.add_argument("--min-l2-n", type=int, default=100, help="examples for the median minimal L2 perturbation")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=500)
     p.add_argument("--json", default=None, help="write the report to this JSON file")

@@ -57,7 +57,7 @@ def test_report_layout_and_invariants(ce_report, digits_ce_model, digits_test):
     assert worst == sorted(worst, reverse=True)
     assert worst[-1] <= 0.05  # an undefended model at eps 0.3
     assert d["median_min_l2"] is not None and 0.05 < d["median_min_l2"] < 2.0 and d["min_l2_attack"] == "deepfool"
-    assert d["min_l2_n"] == min(200, round(80 * d["clean_accuracy"]))
+    assert d["min_l2_n"] == min(100, round(80 * d["clean_accuracy"]))
     assert d["versions"]["adversarial-robustness-toolbox"]
     assert json.loads(json.dumps(d)) == d  # plain JSON
 

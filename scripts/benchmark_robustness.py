@@ -1,0 +1,221 @@
+"""The one reproducible robustness benchmark: evaluate every pretrained model, write the reports,
+the table and the accuracy-versus-eps plot.
+
+    .venv/bin/python scripts/benchmark_robustness.py            # evaluate what is missing, then write docs
+    .venv/bin/python scripts/benchmark_robustness.py --train-at # also (re)train the two adversarially trained models
+    .venv/bin/python scripts/benchmark_robustness.py --docs-only
+
+Models: ``pretrained/{digits,mnist5k}-{gccs,ce,mmc,center}.safetensors`` (the plain models) and
+``pretrained/mnist5k-{gccs,ce}-at.safetensors`` (PGD adversarial training, made by ``--train-at``
+with the commands in ``AT_COMMANDS``). Each is evaluated with ``python -m gccs_core evaluate`` at
+L-inf eps 0.05, 0.1, 0.2, 0.3 on the first 500 test examples (digits: its 360), seed 0, and the report
+goes to ``pretrained/robustness/<model>.json`` (the app's Compare page loads these). A report whose
+checkpoint sha256 and settings match is reused, so an interrupted run resumes (``--force`` redoes all).
+
+Then ``docs/results.md`` (the part between the GENERATED markers) and
+``docs/results_accuracy_vs_eps.png`` are rewritten from the reports, and so is the marked table in
+README.md if it has the markers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from gccs_core.evaluate import file_sha256, load_report  # noqa: E402
+
+PY = sys.executable
+EPS = "0.05,0.1,0.2,0.3"
+NORM = "linf"
+N = 500
+SEED = 0
+STEPS = 20
+PLAIN = [f"{ds}-{loss}" for ds in ("mnist5k", "digits") for loss in ("gccs", "ce", "mmc", "center")]
+AT = ["mnist5k-gccs-at", "mnist5k-ce-at"]
+AT_COMMANDS = {
+    name: [PY, "-m", "gccs_core", "train", "--dataset", "mnist5k", "--loss", name.split("-")[1], "--adv-train",
+           "--adv-eps", "0.3", "--adv-steps", "7", "--epochs", "10", "--seed", "0", "--quiet", "--out", f"runs/{name}"]
+    for name in AT
+}
+"""Exact commands that made the adversarially trained models (PGD-7, eps 0.3, step 2.5*eps/7, CE objective)."""
+PRETRAINED = ROOT / "pretrained"
+REPORTS = PRETRAINED / "robustness"
+RESULTS_MD = ROOT / "docs" / "results.md"
+PLOT = ROOT / "docs" / "results_accuracy_vs_eps.png"
+BEGIN, END = "<!-- BEGIN GENERATED: scripts/benchmark_robustness.py -->", "<!-- END GENERATED -->"
+
+
+def train_at(name: str) -> None:
+    """Train one adversarially trained model with the CLI and copy it into pretrained/."""
+    out = ROOT / "runs" / name
+    if out.exists():
+        shutil.rmtree(out)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    print("+", " ".join(AT_COMMANDS[name]), flush=True)
+    subprocess.run(AT_COMMANDS[name], cwd=ROOT, env=env, check=True)
+    shutil.copyfile(out / "model.safetensors", PRETRAINED / f"{name}.safetensors")
+
+
+def _report_is_current(name: str) -> bool:
+    path, ckpt = REPORTS / f"{name}.json", PRETRAINED / f"{name}.safetensors"
+    if not path.exists():
+        return False
+    try:
+        rep = load_report(path)
+    except ValueError:
+        return False
+    return (rep.model.get("sha256") == file_sha256(ckpt) and rep.eps == [float(e) for e in EPS.split(",")]
+            and rep.norm == NORM and rep.seed == SEED and rep.attacks.get("pgd-ce", {}).get("steps") == STEPS)
+
+
+def evaluate(name: str, threads: int) -> None:
+    """Run ``python -m gccs_core evaluate`` on one pretrained model (a subprocess, ``threads`` torch threads)."""
+    cmd = [PY, "-m", "gccs_core", "evaluate", "--checkpoint", f"pretrained/{name}.safetensors", "--eps", EPS, "--norm", NORM,
+           "--n", str(N), "--seed", str(SEED), "--steps", str(STEPS), "--threads", str(threads), "--quiet",
+           "--json", f"pretrained/robustness/{name}.json"]
+    print("+", " ".join(cmd[1:]), flush=True)
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"evaluation of {name} failed:\n{proc.stderr[-2000:]}")
+    print(proc.stdout, flush=True)
+
+
+# -- documents ---------------------------------------------------------------------------------
+
+
+def _pct(v: float | None) -> str:
+    return "-" if v is None else f"{100 * v:.1f}"
+
+
+def table_markdown(reports: dict) -> str:
+    """Clean and worst-case robust accuracy (%) per model and eps, plus the median minimal L2 and the flags."""
+    eps = next(iter(reports.values())).eps
+    head = "| model | train | clean | " + " | ".join(f"eps {e:g}" for e in eps) + " | median min L2 | flags |"
+    sep = "|" + "---|" * (5 + len(eps))
+    rows = [head, sep]
+    for name, rep in reports.items():
+        codes = sorted({f["code"] for f in rep.flags})
+        train = "PGD-AT" if rep.model.get("adv_train") else "plain"
+        l2 = "-" if rep.median_min_l2 is None else f"{rep.median_min_l2:.2f}"
+        rows.append(f"| {name} | {train} | {_pct(rep.clean_accuracy)} | " + " | ".join(_pct(v) for v in rep.worst_case())
+                    + f" | {l2} | {', '.join(codes) or 'none'} |")
+    return "\n".join(rows)
+
+
+def per_attack_markdown(rep) -> str:
+    labels = [lb for lb in rep.attacks if any(lb in r for r in rep.results)]
+    rows = ["| eps | " + " | ".join(labels) + " | white-box worst | + Square | worst case |",
+            "|" + "---|" * (len(labels) + 4)]
+    for r in rep.results:
+        rows.append(f"| {r['eps']:g} | " + " | ".join(_pct(r.get(lb)) for lb in labels)
+                    + f" | {_pct(r['white_box_worst_case'])} | {r.get('square_only', 0)} | {_pct(r['worst_case'])} |")
+    return "\n".join(rows)
+
+
+def plot(reports: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    for ax, ds in zip(axes, ("mnist5k", "digits")):
+        for name, rep in reports.items():
+            if not name.startswith(ds):
+                continue
+            xs = [0.0] + rep.eps
+            ys = [100 * rep.clean_accuracy] + [100 * v for v in rep.worst_case()]
+            style = "--" if rep.model.get("adv_train") else "-"
+            ax.plot(xs, ys, style, marker="o", label=name.removeprefix(ds + "-"))
+        ax.set_title(f"{ds}: worst case over all attacks (L-inf)")
+        ax.set_xlabel("eps")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    axes[0].set_ylabel("robust accuracy (%)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _replace_between(text: str, block: str) -> str:
+    if BEGIN in text and END in text:
+        a, b = text.index(BEGIN), text.index(END) + len(END)
+        return text[:a] + f"{BEGIN}\n{block}\n{END}" + text[b:]
+    return text.rstrip() + f"\n\n{BEGIN}\n{block}\n{END}\n"
+
+
+def write_docs() -> dict:
+    reports = {}
+    for name in PLAIN + AT:
+        p = REPORTS / f"{name}.json"
+        if p.exists():
+            reports[name] = load_report(p)
+    if not reports:
+        raise SystemExit("no reports under pretrained/robustness/; run the evaluation first.")
+    plot(reports, PLOT)
+    any_rep = next(iter(reports.values()))
+    sections = [
+        "### Worst-case robust accuracy (%), L-inf, first 500 test examples (digits: 360)",
+        "",
+        table_markdown(reports),
+        "",
+        f"Attacks per eps: {', '.join(any_rep.attacks)} (steps {STEPS}; the x2 check doubles them; Square "
+        f"{any_rep.attacks.get('square', {}).get('steps')} iterations on white-box survivors). Median min L2: DeepFool "
+        f"on the first {any_rep.min_l2_n} clean-correct examples. Seed {SEED}. Versions: "
+        + ", ".join(f"{k} {v}" for k, v in any_rep.versions.items()) + ".",
+        "",
+        "![accuracy versus eps](results_accuracy_vs_eps.png)",
+        "",
+        "### Robust accuracy (%) per attack",
+    ]
+    for name, rep in reports.items():
+        sections += ["", f"**{name}** (clean {_pct(rep.clean_accuracy)}, {rep.elapsed_s:.0f} s)", "", per_attack_markdown(rep)]
+        if rep.flags:
+            sections += [""] + [f"- `{f['code']}`: {f['message']}" for f in rep.flags]
+    block = "\n".join(sections)
+    text = RESULTS_MD.read_text() if RESULTS_MD.exists() else "# Robustness results\n"
+    RESULTS_MD.write_text(_replace_between(text, block) + ("" if text.endswith("\n") else "\n"))
+    readme = ROOT / "README.md"
+    if readme.exists() and BEGIN in readme.read_text():
+        readme.write_text(_replace_between(readme.read_text(), table_markdown(reports)
+                                           + "\n\nDetails, plot and discussion: [docs/results.md](docs/results.md)."))
+    return reports
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description="Evaluate every pretrained model and write docs/results.md.")
+    ap.add_argument("--train-at", action="store_true", help="(re)train the two adversarially trained models first")
+    ap.add_argument("--force", action="store_true", help="re-evaluate even when a current report exists")
+    ap.add_argument("--docs-only", action="store_true", help="only rewrite docs/results.md and the plot")
+    ap.add_argument("--jobs", type=int, default=1, help="models evaluated at once (each with 1 thread when > 1)")
+    ap.add_argument("--models", default=None, help="comma-separated subset, e.g. mnist5k-ce,mnist5k-gccs-at")
+    a = ap.parse_args()
+    REPORTS.mkdir(parents=True, exist_ok=True)
+    names = a.models.split(",") if a.models else PLAIN + AT
+    if a.train_at:
+        for name in AT:
+            train_at(name)
+    if not a.docs_only:
+        missing = [n for n in names if not (PRETRAINED / f"{n}.safetensors").exists()]
+        if missing:
+            raise SystemExit(f"missing checkpoints: {', '.join(missing)} (AT models: run with --train-at).")
+        todo = [n for n in names if a.force or not _report_is_current(n)]
+        threads = 1 if a.jobs > 1 else 2
+        with ThreadPoolExecutor(max_workers=max(1, a.jobs)) as pool:
+            list(pool.map(lambda n: evaluate(n, threads), todo))
+    reports = write_docs()
+    print(table_markdown(reports))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
