@@ -180,7 +180,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--split", default="test", help="train or test")
     p.add_argument("--dataset", default=None, help="default: the checkpoint's dataset")
     p.add_argument("--data-root", default=None)
-    p.add_argument("--steps", type=int, default=20, help="iterations of PGD/APGD (the x2 check doubles them)")
+    p.add_argument("--steps", type=int, default=20, help="iterations of PGD/APGD")
     p.add_argument("--restarts", type=int, default=1)
     p.add_argument("--square-queries", type=int, default=300, help="Square iterations (on white-box survivors)")
     p.add_argument("--square-on-all", action="store_true", help="run Square on every example and report its accuracy")

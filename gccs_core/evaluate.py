@@ -9,9 +9,9 @@ The suite, run with the true labels on every clean-correct example:
 * ``fgsm``; ``pgd-ce``, ``pgd-margin`` (ours, random start); ``pgd-latent`` for models with class
   centres (push z away from ``mu_y``); ``apgd-ce`` and ``apgd-dlr`` through ART. ``pgd-dlr`` and
   ``mim-margin`` can be added with ``attacks=``;
-* ``pgd-margin-x2``, the convergence check: PGD-margin again with twice the steps and a fresh random
-  start on the examples PGD-margin did not break; its accuracy counts an example as robust only if
-  both runs failed (one more restart with doubled steps);
+* ``pgd-margin-x2``, the convergence check: PGD-margin again with a fresh random start (so twice
+  the restarts) on the examples PGD-margin did not break; its accuracy counts an example as robust
+  only if both runs failed;
 * ``square`` (ART, gradient-free), AutoAttack-style on the examples that survived every white-box
   attack (``square_on_all=True`` runs it on all and reports its own accuracy too);
 * ``deepfool`` (ART, unbounded) on the first ``min_l2_n`` clean-correct examples: the median
@@ -25,7 +25,7 @@ Sanity flags (Carlini et al. 2019; AutoAttack's checks), stored in the report an
 * ``not_near_zero_at_max_eps``: worst-case accuracy at the largest eps above ``NEAR_ZERO``
   (expected for adversarially trained models at moderate eps; suspicious otherwise);
 * ``non_monotonic``: worst-case accuracy rises with eps;
-* ``not_converged``: the doubled PGD-margin run lowers its accuracy by more than ``CONVERGENCE_TOL``;
+* ``not_converged``: doubling PGD-margin's restarts lowers its accuracy by more than ``CONVERGENCE_TOL``;
 * ``gradient_free_beats_white_box``: Square succeeds where every white-box attack failed (gradient masking);
 * ``zero_gradients``: more than ``ZERO_GRAD_TOL`` of the inputs have an exactly zero CE input gradient.
 """
@@ -281,7 +281,7 @@ def evaluate_robustness(
             would change the numbers). It is left in eval mode.
         x, y: inputs (N, C, H, W) in [0, 1] and true labels (N,).
         eps_list: threat radii (each >= 0); ``norm`` is ``linf`` or ``l2``.
-        steps, restarts: of the iterative attacks (the ``pgd-margin-x2`` check doubles the steps).
+        steps, restarts: of the iterative attacks (the ``pgd-margin-x2`` check doubles the restarts).
         square_queries: iterations of the gradient-free Square attack; ``square_on_all`` runs it on
             every clean-correct example instead of only the white-box survivors.
         attacks: subset of ``SUITE_LABELS`` to run (default: all but the optional ones that apply).
@@ -327,7 +327,7 @@ def evaluate_robustness(
         run_square = "square" in attacks
         if run_x2 and "pgd-margin" not in attacks:
             raise ValueError("attack 'pgd-margin-x2' checks 'pgd-margin'; select both.")
-    x2_spec = SuiteAttack("pgd-margin-x2", "pgd", "margin", 2 * steps, 1)
+    x2_spec = SuiteAttack("pgd-margin-x2", "pgd", "margin", steps, restarts)
     square_spec = SuiteAttack("square", "square", "margin", square_queries, 1)
 
     x = x.detach().cpu().float()
@@ -394,7 +394,7 @@ def evaluate_robustness(
                     broken |= more
                     if row["doubling_change"] > CONVERGENCE_TOL:
                         flags.append({"code": "not_converged", "eps": eps,
-                                      "message": f"eps={eps:g}: doubling the PGD-margin steps (fresh start) lowered its "
+                                      "message": f"eps={eps:g}: doubling the PGD-margin restarts lowered its "
                                                  f"accuracy by {100 * row['doubling_change']:.1f} points "
                                                  f"(> {100 * CONVERGENCE_TOL:g}); use more steps/restarts."})
                     tick(f"eps={eps:g} pgd-margin-x2")
