@@ -88,6 +88,9 @@ class LatentLoss(nn.Module):
                 f"labels must lie in [0, {self.num_classes - 1}]; got values in [{int(y.min())}, {int(y.max())}]."
             )
         y = y.to(device=z.device, dtype=torch.long)
+        if not torch.isfinite(z).all():  # report it as a non-finite loss instead of failing inside linalg
+            self.last_terms = {"nonfinite_latent": float("nan")}
+            return z.new_tensor(float("nan"))
         terms = self.compute_terms(z, y)
         total = torch.stack(list(terms.values())).sum()
         self.last_terms = {k: float(v.detach()) for k, v in terms.items()}
@@ -153,7 +156,7 @@ class GCCSLoss(_SimplexHead):
         sigma: float = DEFAULT_SIGMA,
         radius: float = DEFAULT_RADIUS,
         shrinkage: float = 0.1,
-        lam: float = 0.0,
+        lam: float = 1.0,
         eps: float = 1e-4,
     ) -> None:
         super().__init__(num_classes, latent_dim, sigma, radius)

@@ -28,7 +28,7 @@ from .checkpoint import (
     write_metadata_json,
 )
 from .data import Dataset, dataset_info, load_dataset
-from .losses import LOSSES, loss_parameters
+from .losses import LOSSES, build_loss, loss_parameters
 from .models import ENCODERS, LatentClassifier, ModelSpec, build_model
 
 OPTIMIZERS = ("adamw", "adam", "sgd")
@@ -110,6 +110,7 @@ class TrainConfig:
                 f"latent_dim={self.latent_dim} is too small for loss {self.loss!r} on {self.dataset}: "
                 f"a simplex of {info.num_classes} classes needs latent_dim >= {info.num_classes - 1}."
             )
+        build_loss(self.loss, info.num_classes, self.latent_dim, **self.loss_params)  # checks the parameter values
 
     @property
     def resolved_encoder(self) -> str:

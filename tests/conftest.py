@@ -8,7 +8,8 @@ import pytest
 import torch
 
 os.environ.setdefault("NUMBA_CACHE_DIR", os.path.join(os.path.dirname(__file__), "..", ".numba_cache"))
-torch.set_num_threads(min(2, torch.get_num_threads()))
+# One thread: small models gain nothing from more, and OpenMP spin-waits make oversubscribed runs crawl.
+torch.set_num_threads(1)
 
 
 def _train_digits(loss: str, epochs: int = 8):

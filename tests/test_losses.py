@@ -28,7 +28,7 @@ def test_every_loss_gives_a_finite_scalar_and_scores(name):
 def test_gccs_kl_matches_the_closed_form_for_two_classes():
     """Hand-computed KL(N(m, S) || N(mu, sigma^2 I)) with no shrinkage, two classes of four points."""
     sigma, d = 2.0, 2
-    loss = GCCSLoss(2, d, sigma=sigma, radius=3.0, shrinkage=0.0, eps=1e-12)
+    loss = GCCSLoss(2, d, sigma=sigma, radius=3.0, shrinkage=0.0, lam=0.0, eps=1e-12)
     z = torch.tensor([[1.0, 0], [2, 1], [3, 0], [2, -1], [-4, 0], [-2, 0], [-3, 1], [-3, -1]], dtype=torch.float64)
     y = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1])
     mu = simplex_vertices(2, d, 3.0, dtype=torch.float64)
@@ -46,7 +46,7 @@ def test_gccs_kl_matches_the_closed_form_for_two_classes():
 def test_gccs_is_zero_at_the_target_distribution_and_positive_elsewhere():
     torch.manual_seed(0)
     k, d, sigma = 3, 4, 0.5
-    loss = GCCSLoss(k, d, sigma=sigma, radius=5.0, shrinkage=0.0, eps=1e-9)
+    loss = GCCSLoss(k, d, sigma=sigma, radius=5.0, shrinkage=0.0, lam=0.0, eps=1e-9)
     mu = simplex_vertices(k, d, 5.0)
     n = 20000
     y = torch.arange(n) % k

@@ -1,0 +1,95 @@
+"""Regenerate every plain pretrained model: `python scripts/make_pretrained.py` (or `make pretrained`).
+
+Trains digits and mnist5k models for each loss through the command line (the exact command is
+recorded next to each model), copies `model.safetensors` to `pretrained/<dataset>-<loss>.safetensors`,
+and writes `pretrained/manifest.json` and the table in `pretrained/README.md`.
+Use `--only digits-gccs,mnist5k-ce` to remake a subset and `--jobs 2` to run two at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PRETRAINED = ROOT / "pretrained"
+LOSSES = ("gccs", "ce", "mmc", "center")
+RECIPES = {
+    "digits": "--dataset digits --epochs 20 --seed 0",
+    "mnist5k": "--dataset mnist5k --epochs 20 --augment --seed 0",
+}
+
+
+def plan() -> dict[str, str]:
+    """Model name -> the exact training command (without --out)."""
+    return {f"{ds}-{loss}": f"python -m gccs_core train {args} --loss {loss}" for ds, args in RECIPES.items() for loss in LOSSES}
+
+
+def run_one(name: str, command: str, runs: Path) -> dict:
+    out = runs / name
+    if out.exists():
+        shutil.rmtree(out)
+    argv = shlex.split(command)[1:] + ["--out", str(out), "--quiet"]
+    env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
+    subprocess.run([sys.executable, *argv], check=True, cwd=ROOT, env=env)
+    meta = json.loads((out / "metadata.json").read_text())
+    shutil.copyfile(out / "model.safetensors", PRETRAINED / f"{name}.safetensors")
+    return {"name": name, "file": f"{name}.safetensors", "command": command,
+            "test_accuracy": meta["metrics"]["test_accuracy"], "train_time_s": round(meta["metrics"]["train_time_s"], 1),
+            "n_test": meta["n_test"]}
+
+
+def write_readme(entries: list[dict]) -> None:
+    lines = [
+        "# Pretrained models",
+        "",
+        "Small models the app loads at once. Every plain model below was made by `python scripts/make_pretrained.py`",
+        "(`make pretrained`), which runs exactly the command shown (plus `--out runs/pretrained/<name>`) and copies",
+        "the run's `model.safetensors` here. Accuracy is on the fixed test split (digits: 360, mnist5k: 1,000",
+        "examples), measured at the end of training and stored in each file's metadata (`python -m gccs_core info FILE`).",
+        "Training time is on the machine that made them (2 CPU cores, one thread per run).",
+        "",
+        "| model | test accuracy | training time | command |",
+        "|---|---|---|---|",
+    ]
+    for e in sorted(entries, key=lambda e: e["name"]):
+        lines.append(f"| `{e['file']}` | {100 * e['test_accuracy']:.1f}% | {e['train_time_s']:.0f} s | `{e['command']}` |")
+    lines += ["", "Adversarially trained models (`*-at.safetensors`) and the robustness reports under `robustness/` are",
+              "made by `python scripts/benchmark_robustness.py`; see docs/results.md.", ""]
+    (PRETRAINED / "README.md").write_text("\n".join(lines))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", default="", help="comma-separated model names, e.g. digits-gccs,mnist5k-ce")
+    parser.add_argument("--jobs", type=int, default=1, help="training runs at once (each uses one thread)")
+    parser.add_argument("--runs", default=str(ROOT / "runs" / "pretrained"))
+    a = parser.parse_args()
+    todo = plan()
+    if a.only:
+        wanted = a.only.split(",")
+        unknown = sorted(set(wanted) - set(todo))
+        if unknown:
+            parser.error(f"unknown model(s) {', '.join(unknown)}; allowed: {', '.join(todo)}")
+        todo = {k: v for k, v in todo.items() if k in wanted}
+    PRETRAINED.mkdir(exist_ok=True)
+    manifest_path = PRETRAINED / "manifest.json"
+    manifest = {e["name"]: e for e in json.loads(manifest_path.read_text())} if manifest_path.exists() else {}
+    with ThreadPoolExecutor(max_workers=a.jobs) as pool:
+        for entry in pool.map(lambda kv: run_one(kv[0], kv[1], Path(a.runs)), todo.items()):
+            manifest[entry["name"]] = entry
+            print(f"{entry['name']}: test accuracy {entry['test_accuracy']:.4f} ({entry['train_time_s']} s)", flush=True)
+            manifest_path.write_text(json.dumps(sorted(manifest.values(), key=lambda e: e["name"]), indent=2) + "\n")
+    write_readme(list(manifest.values()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
