@@ -18,6 +18,13 @@ from plotly.subplots import make_subplots
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
 
 
+SINGULAR = {"simplex vertices": "simplex vertex", "class means": "class mean", "learned centres": "learned centre"}
+
+
+def singular(kind: str) -> str:
+    return SINGULAR.get(kind, kind)
+
+
 def class_colour(k: int) -> str:
     return PALETTE[int(k) % len(PALETTE)]
 
@@ -66,7 +73,7 @@ def prototype_traces(coords: np.ndarray, kind: str, class_names: Sequence[str], 
         x=coords[idx, 0], y=coords[idx, 1], mode="markers+text", name=kind,
         text=[str(class_names[k]) for k in idx], textposition="top center", textfont={"size": 14},
         marker={"symbol": "star", "size": 18, "color": [class_colour(k) for k in idx], "line": {"color": "black", "width": 1.5}},
-        hovertemplate="%{text}: " + kind.rstrip("s") + "<extra></extra>", xaxis=xaxis, yaxis=yaxis))
+        hovertemplate="%{text}: " + singular(kind) + "<extra></extra>", xaxis=xaxis, yaxis=yaxis))
     return traces
 
 
@@ -80,23 +87,24 @@ def latent_figure(view: dict[str, Any], method: str, title: str, height: int = 5
     kind = str(view["prototype_kind"])
     three_d = coords.shape[1] == 3
     fig = go.Figure()
-    custom = np.stack([np.arange(len(y)), y, pred, dist.min(1)], 1)
+    # plain lists (not a typed array) so that a selection event returns them as lists
+    custom = np.stack([np.arange(len(y)), y, pred, dist.min(1).round(3)], 1).astype(object)
     for k, name in enumerate(names):
         m = y == k
         if not m.any():
             continue
         symbols = np.where(pred[m] == y[m], "circle", "x")
         hover = ("sample %{customdata[0]}<br>label " + name + ", predicted %{customdata[2]}"
-                 "<br>nearest " + kind.rstrip("s") + " at %{customdata[3]:.2f}<extra></extra>")
+                 "<br>nearest " + singular(kind) + " at %{customdata[3]:.2f}<extra></extra>")
         if three_d:
             fig.add_trace(go.Scatter3d(x=coords[m, 0], y=coords[m, 1], z=coords[m, 2], mode="markers", name=name,
                                        legendgroup=f"c{k}", marker={"size": 3, "color": class_colour(k)},
-                                       customdata=custom[m], hovertemplate=hover))
+                                       customdata=custom[m].tolist(), hovertemplate=hover))
         else:
             fig.add_trace(go.Scatter(x=coords[m, 0], y=coords[m, 1], mode="markers", name=name, legendgroup=f"c{k}",
                                      marker={"size": 7, "color": class_colour(k), "symbol": symbols, "opacity": 0.8,
                                              "line": {"width": 0.5, "color": "white"}},
-                                     customdata=custom[m], hovertemplate=hover))
+                                     customdata=custom[m].tolist(), hovertemplate=hover))
     protos = np.asarray(view[f"proto_coords/{method}"])
     if three_d:
         ok = np.isfinite(protos).all(1)
@@ -121,6 +129,19 @@ def latent_figure(view: dict[str, Any], method: str, title: str, height: int = 5
     if not three_d and not approximate:
         fig.update_yaxes(scaleanchor="x", scaleratio=1)
     return fig
+
+
+def selected_position(point: dict[str, Any]) -> int | None:
+    """Sample position (index into the view) of one point of a selection event; None for non-sample traces."""
+    data = point.get("customdata")
+    if isinstance(data, dict):  # some plotly builds return {"0": v0, "1": v1, ...}
+        data = [data[k] for k in sorted(data, key=lambda k: int(k))] if all(str(k).isdigit() for k in data) else None
+    if not isinstance(data, (list, tuple)) or not data:
+        return None
+    try:
+        return int(data[0])
+    except (TypeError, ValueError):
+        return None
 
 
 def _range(*arrays: np.ndarray, pad: float = 0.08) -> tuple[list[float], list[float]]:
@@ -238,7 +259,7 @@ def distance_bars(dist: np.ndarray, class_names: Sequence[str], kind: str, predi
     names = [str(c) for c in class_names]
     colours = [class_colour(k) if k == predicted else "rgba(120,120,120,0.5)" for k in range(len(names))]
     fig = go.Figure(go.Bar(x=names, y=np.asarray(dist, dtype=float), marker={"color": colours}, name="distance"))
-    fig.update_layout(title={"text": f"distance to each {kind.rstrip('s')}"}, height=height,
+    fig.update_layout(title={"text": f"distance to each {singular(kind)}"}, height=height,
                       margin={"l": 10, "r": 10, "t": 40, "b": 10})
     return fig
 

@@ -47,7 +47,7 @@ for col, side, entry in zip(cols, ("left", "right"), entries):
         event = st.plotly_chart(fig, key=f"latent_{side}", on_select="rerun", selection_mode=("points", "box", "lasso"),
                                 width="stretch", config={"displaylogo": False})
         points = (event or {}).get("selection", {}).get("points", []) if event else []
-        picked = [int(view["idx"][int(p["customdata"][0])]) for p in points if p.get("customdata")]
+        picked = [int(view["idx"][pos]) for pos in (figures.selected_position(p) for p in points) if pos is not None]
         if picked and picked != st.session_state.get(f"_last_pick_{side}"):
             st.session_state[f"_last_pick_{side}"] = picked
             st.session_state["picked"] = picked

@@ -1,0 +1,136 @@
+"""End to end in a real headless browser: Debian's chromium driven by playwright (no browser download).
+
+Starts `streamlit run app/main.py` on a free port, opens every page, runs an attack and plays its
+animation, trains a tiny model, uploads a bad file, and checks that no page shows an exception.
+Screenshots of the latent and attack pages go to ``$GCCS_SCREENSHOT_DIR`` (default
+``test-artifacts/screenshots``; the README's come from ``GCCS_SCREENSHOT_DIR=docs/screenshots``).
+
+Models: the repository's ``pretrained/`` when it holds digits-gccs and digits-ce, else tiny ones
+trained for the test.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from app_fixtures import ROOT, make_pretrained
+from app_server import CHROMIUM, launch_browser, start_server, stop_server, wait_script_idle
+
+playwright_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not Path(CHROMIUM).exists(),
+                       reason=f"{CHROMIUM} is missing: apt-get install -y chromium (the test never downloads a browser)"),
+]
+SHOTS = Path(os.environ.get("GCCS_SCREENSHOT_DIR", ROOT / "test-artifacts" / "screenshots"))
+PLOT_POINTS = ".js-plotly-plot .scatterlayer .trace .point"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    repo = ROOT / "pretrained"
+    if all((repo / f"digits-{loss}.safetensors").exists() for loss in ("gccs", "ce")):
+        pretrained = repo
+    else:
+        pretrained = tmp_path_factory.mktemp("browser-pretrained")
+        make_pretrained(pretrained)
+    env = {"GCCS_PRETRAINED_DIR": str(pretrained), "GCCS_USER_MODELS": str(tmp_path_factory.mktemp("browser-user")),
+           "GCCS_APP_WARM_UMAP": "0", "GCCS_APP_FAST": ""}
+    proc, url = start_server(ROOT / "app" / "main.py", env=env, log=tmp_path_factory.mktemp("log") / "server.log")
+    yield url
+    stop_server(proc)
+
+
+@pytest.fixture(scope="module")
+def page(server):
+    with playwright_api.sync_playwright() as pw:
+        browser = launch_browser(pw)
+        pg = browser.new_page(viewport={"width": 1500, "height": 1050})
+        errors: list[str] = []
+        pg.on("pageerror", lambda exc: errors.append(str(exc)))
+        pg.page_errors = errors  # type: ignore[attr-defined]
+        yield pg
+        browser.close()
+
+
+def open_page(page, url: str) -> None:
+    page.goto(url)
+    page.wait_for_selector("[data-testid='stAppViewContainer']", timeout=60_000)
+    wait_script_idle(page)
+    assert_clean(page)
+
+
+def assert_clean(page) -> None:
+    assert page.get_by_test_id("stException").count() == 0
+    body = page.inner_text("body")
+    assert "Traceback" not in body and "Error:" not in body.replace("st.error", "")
+
+
+def test_latent_page_draws_both_models_and_inspects_a_point(page, server):
+    open_page(page, server)
+    page.wait_for_selector(f".st-key-latent_left {PLOT_POINTS}", timeout=60_000)
+    page.wait_for_selector(f".st-key-latent_right {PLOT_POINTS}", timeout=60_000)
+    names = page.locator(".st-key-latent_left .js-plotly-plot").evaluate("el => el._fullData.map(t => t.name)")
+    assert "simplex vertices" in names and "Gaussian 0" in names
+    right = page.locator(".st-key-latent_right .js-plotly-plot").evaluate("el => el._fullData.map(t => t.name)")
+    assert "class means" in right
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / "latent.png"))
+    # click one point: its image, label, prediction and distances appear
+    box = page.locator(f".st-key-latent_left {PLOT_POINTS}").nth(5).bounding_box()
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.wait_for_timeout(300)  # plotly picks the hovered point, then the click selects it
+    page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.wait_for_selector("text=predicts", timeout=30_000)
+    wait_script_idle(page)
+    assert_clean(page)
+    assert page.locator("[data-testid='stImage']").count() >= 1
+
+
+def test_attack_animation_plays(page, server):
+    open_page(page, f"{server}/attack?n_samples=30&steps=20&eps=0.2&attack=pgd&samples=random")
+    page.locator(".st-key-run_attack button").click()
+    chart = page.locator(".st-key-attack_anim .js-plotly-plot")
+    chart.wait_for(timeout=60_000)
+    wait_script_idle(page)
+    assert_clean(page)
+    assert chart.evaluate("el => el._transitionData._frames.length") == 21
+    idx = chart.evaluate("el => el._fullData.findIndex(t => t.name === 'moving 1')")
+    x0 = chart.evaluate(f"el => Array.from(el._fullData[{idx}].x)")
+    chart.locator("g.updatemenu-button").filter(has_text="Play").click()
+    page.wait_for_timeout(3000)
+    x1 = chart.evaluate(f"el => Array.from(el._fullData[{idx}].x)")
+    assert len(x0) == len(x1) == 30 and x0 != x1, "Play did not move the points"
+    page.screenshot(path=str(SHOTS / "attack.png"), full_page=True)
+    assert not page.page_errors, page.page_errors
+
+
+def test_train_a_tiny_model(page, server):
+    open_page(page, f"{server}/train")
+    epochs = page.locator(".st-key-tr_epochs input")
+    epochs.fill("1")
+    epochs.press("Enter")
+    page.locator(".st-key-train_start button").click()
+    page.wait_for_selector(".st-key-train_anim .js-plotly-plot", timeout=180_000)
+    wait_script_idle(page, 120_000)
+    assert_clean(page)
+    assert page.get_by_text("Saved ").count() >= 1 and page.locator(".st-key-train_use button").count() == 1
+
+
+def test_every_other_page_opens_cleanly(page, server):
+    for path, title in (("compare", "Compare"), ("learn", "Learn")):
+        open_page(page, f"{server}/{path}")
+        assert page.get_by_role("heading", name=title).count() >= 1
+
+
+def test_bad_upload_shows_a_message(page, server):
+    open_page(page, server)
+    page.get_by_text("Upload a model").click()
+    page.locator(".st-key-upload_file input[type='file']").set_input_files(
+        files=[{"name": "broken.safetensors", "mimeType": "application/octet-stream", "buffer": b"definitely not a model"}])
+    page.wait_for_selector("text=Could not use broken.safetensors", timeout=30_000)
+    wait_script_idle(page)
+    assert page.get_by_test_id("stException").count() == 0
+    page.wait_for_selector(f".st-key-latent_left {PLOT_POINTS}", timeout=30_000)  # the app keeps working
