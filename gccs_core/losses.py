@@ -171,39 +171,46 @@ class GCCSLoss(_SimplexHead):
         return {"sigma": self.sigma, "radius": self.radius, "shrinkage": self.shrinkage, "lam": self.lam, "eps": self.eps}
 
     def _logdet_shrunk(self, centred: torch.Tensor, trace: torch.Tensor) -> torch.Tensor:
-        """``ln det((1-rho) S + (rho tr S / d + eps) I)`` with ``S = X^T X / (n-1)``, X = centred rows."""
+        """``ln det((1-rho) S + (rho tr S / d + eps) I)`` with ``S = X^T X / (n-1)``, X = centred rows (one class)."""
         n, d = centred.shape
         a = self.shrinkage * trace / d + self.eps
         c = (1.0 - self.shrinkage) / (n - 1)
-        if n <= d:
-            small = torch.eye(n, dtype=centred.dtype, device=centred.device) + (c / a) * (centred @ centred.T)
-        else:
-            small = torch.eye(d, dtype=centred.dtype, device=centred.device) + (c / a) * (centred.T @ centred)
-        chol = torch.linalg.cholesky(small)
-        return d * torch.log(a) + 2.0 * torch.log(torch.diagonal(chol)).sum()
+        gram = centred @ centred.T if n <= d else centred.T @ centred
+        small = torch.eye(gram.shape[0], dtype=centred.dtype, device=centred.device) + (c / a) * gram
+        return d * torch.log(a) + 2.0 * torch.log(torch.diagonal(torch.linalg.cholesky(small))).sum()
 
     def compute_terms(self, z: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
         n_total, d = z.shape
+        k = self.num_classes
         var = self._sigma**2
         # Statistics in float64: ln det of a 512-dim covariance loses precision in float32.
-        z64 = z.double()
-        mu = self.vertices.double()
-        kl = z64.new_zeros(())
-        for k in torch.unique(y).tolist():
-            zk = z64[y == k]
-            n_k = zk.shape[0]
-            mean = zk.mean(0)
-            mean_term = (mean - mu[k]).pow(2).sum() / var
-            if n_k < 2:
-                kl_k = 0.5 * mean_term
-            else:
-                centred = zk - mean
-                trace = centred.pow(2).sum() / (n_k - 1)
-                trace_shrunk = trace + d * self.eps
-                logdet = self._logdet_shrunk(centred, trace)
-                kl_k = 0.5 * (trace_shrunk / var + mean_term - d + d * math.log(var) - logdet)
-            kl = kl + (n_k / n_total) * kl_k
-        terms = {"kl": kl.to(z.dtype)}
+        z64, mu = z.double(), self.vertices.double()
+        onehot = F.one_hot(y, k).double()  # (N, K)
+        counts = onehot.sum(0)  # n_k
+        means = onehot.T @ z64 / counts.clamp(min=1)[:, None]
+        mean_term = (means - mu).pow(2).sum(1) / var
+        centred = z64 - means[y]
+        denom = (counts - 1).clamp(min=1)
+        trace = onehot.T @ centred.pow(2).sum(1) / denom  # tr S_k
+        has_cov = counts >= 2
+        # All classes at once: each class's centred rows in a zero-padded (K, m, d) block. Padding rows are
+        # zero, so they add exact ones to the diagonal of I + (c/a) G and leave ln det unchanged.
+        order = torch.argsort(y, stable=True)
+        y_sorted = y[order]
+        starts = (torch.cumsum(counts, 0) - counts).long()
+        pos = torch.arange(n_total, device=z.device) - starts[y_sorted]
+        m = int(counts.max())
+        block = z64.new_zeros(k, m, d).index_put((y_sorted, pos), centred[order])
+        gram = block @ block.transpose(1, 2) if m <= d else block.transpose(1, 2) @ block
+        a = self.shrinkage * trace / d + self.eps
+        c = torch.where(has_cov, (1.0 - self.shrinkage) / denom, torch.zeros_like(denom))
+        eye = torch.eye(gram.shape[-1], dtype=gram.dtype, device=gram.device)
+        chol = torch.linalg.cholesky(eye + (c / a)[:, None, None] * gram)
+        logdet = d * torch.log(a) + 2.0 * torch.log(torch.diagonal(chol, dim1=-2, dim2=-1)).sum(-1)
+        kl_full = 0.5 * ((trace + d * self.eps) / var + mean_term - d + d * math.log(var) - logdet)
+        # A class with one sample has no covariance estimate: only its mean term counts.
+        kl_k = torch.where(has_cov, kl_full, 0.5 * mean_term)
+        terms = {"kl": ((counts / n_total) * kl_k).sum().to(z.dtype)}
         if self.lam > 0:
             pull = (z - self.vertices[y]).pow(2).sum(1).mean() / (2.0 * var)
             terms["pull"] = self.lam * pull

@@ -130,3 +130,31 @@ def test_bad_labels_and_shapes_are_clear_errors():
         loss(torch.randn(4, 16), torch.tensor([0, 1, 2, 10]))
     with pytest.raises(ValueError, match=r"expected \(N, 16\)"):
         loss(torch.randn(4, 8), torch.tensor([0, 1, 2, 3]))
+
+
+@pytest.mark.parametrize("d,lam", [(9, 0.0), (32, 1.0), (512, 0.5)])
+def test_gccs_batched_computation_matches_a_per_class_reference(d, lam):
+    """Classes of 1, 2, 5 and 40 samples (n_k below and above d), one class absent."""
+    rho, eps, sigma = 0.2, 1e-3, 1.5
+    loss = GCCSLoss(10, d, sigma=sigma, radius=4.0, shrinkage=rho, lam=lam, eps=eps)
+    y = torch.tensor([0] + [1] * 2 + [2] * 5 + [3] * 40)
+    z = torch.randn(len(y), d, generator=torch.Generator().manual_seed(d)) * 2
+    z64, mu = z.double(), loss.centers.double()
+    expected = 0.0
+    for k in range(10):
+        zk = z64[y == k]
+        n_k = len(zk)
+        if n_k == 0:
+            continue
+        m = zk.mean(0)
+        mean_term = float((m - mu[k]).pow(2).sum()) / sigma**2
+        if n_k == 1:
+            kl = 0.5 * mean_term
+        else:
+            s = torch.cov(zk.T).reshape(d, d)
+            shrunk = (1 - rho) * s + (rho * torch.trace(s) / d + eps) * torch.eye(d, dtype=torch.float64)
+            kl = 0.5 * (float(torch.trace(shrunk)) / sigma**2 + mean_term - d + d * math.log(sigma**2)
+                        - float(torch.logdet(shrunk)))
+        expected += n_k / len(y) * kl
+    expected += lam * float((z64 - mu[y]).pow(2).sum(1).mean()) / (2 * sigma**2)
+    assert float(loss(z, y)) == pytest.approx(expected, rel=1e-4)
