@@ -115,7 +115,8 @@ def main() -> None:
     print("| run | library loop | bare PyTorch loop | library / bare |")
     print("|---|---|---|---|")
     for r in loops:
-        print(f"| {r['dataset']}, GCCS, {r['epochs']} epoch(s) | {r['library_s']:.2f} s | {r['bare_s']:.2f} s | {r['ratio']:.3f} |")
+        print(f"| {r['dataset']}, GCCS, {r['epochs']} epoch(s) | {r['library_s']:.2f} s | {r['bare_s']:.2f} s "
+              f"| {r['ratio']:.3f} |")
     out = Path(__file__).parent / "results"
     out.mkdir(exist_ok=True)
     (out / "training.json").write_text(json.dumps({"machine": platform.processor() or platform.machine(),

@@ -228,7 +228,9 @@ def load_model_bytes(data: bytes, source: str = "upload") -> tuple[LatentClassif
     return _build_and_fill(spec, tensors, source), meta
 
 
-def load_model(path: str | os.PathLike, with_metadata: bool = False) -> LatentClassifier | tuple[LatentClassifier, dict[str, Any]]:
+def load_model(
+    path: str | os.PathLike, with_metadata: bool = False
+) -> LatentClassifier | tuple[LatentClassifier, dict[str, Any]]:
     """Load a model saved by this library (a ``.safetensors`` file or a run folder), in eval mode.
 
     With ``with_metadata=True`` returns ``(model, metadata)``.

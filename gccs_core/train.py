@@ -308,7 +308,9 @@ def train(
         stored = TrainConfig.from_dict({**stored_meta["config"], "device": config.device})
         config = stored
     elif ckpt_path is not None and ckpt_path.exists():
-        raise FileExistsError(f"{out} already holds a run ({TRAINING_FILE}); pass resume=True / --resume or choose another folder.")
+        raise FileExistsError(
+            f"{out} already holds a run ({TRAINING_FILE}); pass resume=True / --resume or choose another folder."
+        )
 
     device = resolve_device(config.device)
     torch.manual_seed(config.seed)

@@ -49,7 +49,7 @@ def test_torchvision_loader_reads_files_on_disk(tmp_path, name, folder):
 
 @pytest.mark.parametrize("name", [k for k, v in DATASETS.items() if not v.offline])
 def test_missing_torchvision_files_say_how_to_download(tmp_path, name):
-    with pytest.raises(FileNotFoundError, match=f"--download|download=True"):
+    with pytest.raises(FileNotFoundError, match="--download|download=True"):
         load_dataset(name, "train", root=tmp_path)
     assert list(tmp_path.rglob("*")) == []  # nothing was fetched or created
 

@@ -200,3 +200,35 @@ def test_cli_bad_input_one_line_error(digits_ce_model, tmp_path, capsys, args, m
     assert rc == 2
     assert "evaluate: error:" in err and len(err.strip().splitlines()) == 1
     assert pytest.importorskip("re").search(match, err)
+
+
+ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
+
+
+def test_committed_reports_match_checkpoints_and_fall_with_eps():
+    """Every report in pretrained/robustness/ belongs to the checkpoint next to it and is monotone in eps."""
+    from gccs_core.evaluate import file_sha256
+
+    reports = sorted((ROOT / "pretrained" / "robustness").glob("*.json"))
+    assert reports, "no robustness reports committed under pretrained/robustness/"
+    for path in reports:
+        rep = load_report(path)
+        ckpt = ROOT / "pretrained" / f"{path.stem}.safetensors"
+        assert ckpt.exists(), f"{path.name} has no checkpoint"
+        assert rep.model["sha256"] == file_sha256(ckpt), f"{path.name} is stale: its checkpoint changed"
+        worst = rep.worst_case()
+        assert worst == sorted(worst, reverse=True), f"{path.name}: worst case not monotone {worst}"
+        assert all(w <= rep.clean_accuracy for w in worst)
+
+
+def test_undefended_ce_mnist5k_is_broken_at_eps_03():
+    """The plain cross-entropy mnist5k model: worst-case accuracy <= 2% at L-inf eps 0.3 (re-measured, 100 digits)."""
+    from gccs_core import load_dataset, load_model
+
+    ckpt = ROOT / "pretrained" / "mnist5k-ce.safetensors"
+    assert ckpt.exists(), "pretrained/mnist5k-ce.safetensors is missing"
+    ds = load_dataset("mnist5k", "test", limit=100)
+    rep = evaluate_robustness(load_model(ckpt), ds.x, ds.y, [0.3], attacks=["pgd-margin", "apgd-dlr"], min_l2=None,
+                              steps=20)
+    assert rep.clean_accuracy > 0.9
+    assert rep.results[0]["worst_case"] <= 0.02
