@@ -218,11 +218,66 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     return 0
 
 
+def _add_attack(sub: argparse._SubParsersAction) -> None:
+    """``attack``: one attack on the first N examples; prints success and perturbation sizes."""
+    from .attacks import ATTACKS, NORMS, OBJECTIVES
+
+    p = sub.add_parser("attack", help="run one attack on a checkpoint (optionally save x_adv and the trajectory)",
+                       description="Run one attack (ours or ART's) on the first N test examples of a checkpoint's dataset.")
+    p.set_defaults(handler=cmd_attack)
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--attack", default="pgd", help=f"one of {', '.join(ATTACKS)}")
+    p.add_argument("--eps", type=float, default=0.1)
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--norm", default="linf", help=f"one of {', '.join(NORMS)}")
+    p.add_argument("--objective", default="ce", help=f"one of {', '.join(OBJECTIVES)}")
+    p.add_argument("--target", type=int, default=None, help="target class (targeted attack)")
+    p.add_argument("--restarts", type=int, default=1)
+    p.add_argument("--step-size", type=float, default=None)
+    p.add_argument("--n", type=int, default=100)
+    p.add_argument("--split", default="test")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--save", default=None, help="write x_adv, pred, success (and the trajectory) to this .safetensors file")
+
+
+def cmd_attack(a: argparse.Namespace) -> int:
+    import torch
+    from safetensors.torch import save_file
+
+    from .attacks import run_attack
+    from .checkpoint import load_model
+    from .data import load_dataset
+
+    if a.n < 1:
+        raise ValueError(f"--n={a.n} is invalid: it must be an integer >= 1.")
+    model, meta = load_model(a.checkpoint, with_metadata=True)
+    ds = load_dataset(meta.get("dataset") or "", a.split, limit=a.n)
+    res = run_attack(model, ds.x, ds.y, a.attack, eps=a.eps, steps=a.steps, norm=a.norm, objective=a.objective,
+                     target=a.target, step_size=a.step_size, restarts=a.restarts, record=a.save is not None, seed=a.seed)
+    delta = (res.x_adv - ds.x).flatten(1)
+    clean = float((model.predict(ds.x) == ds.y).float().mean())
+    kind = f"targeted to class {a.target}" if a.target is not None else "untargeted"
+    print(f"{a.attack} ({kind}, {a.norm} eps={a.eps:g}, objective={a.objective}) on {len(ds)} {ds.name} {a.split} examples")
+    print(f"clean accuracy {clean:.4f}  adversarial accuracy {float((res.pred == ds.y).float().mean()):.4f}  "
+          f"success rate {float(res.success.float().mean()):.4f}")
+    print(f"perturbation: median L2 {float(delta.norm(dim=1).median()):.4f}  max L-inf {float(delta.abs().amax()):.4f}")
+    if a.save:
+        tensors = {"x": ds.x, "y": ds.y, "x_adv": res.x_adv, "pred": res.pred, "success": res.success.to(torch.uint8)}
+        if res.trajectory is not None:
+            tr = res.trajectory
+            tensors.update({"traj_x": tr.x, "traj_z": tr.z, "traj_scores": tr.scores, "traj_pred": tr.pred,
+                            "traj_steps": torch.tensor(tr.steps)})
+        save_file({k: v.contiguous() for k, v in tensors.items()}, a.save)
+        print(f"saved to {a.save}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="python -m gccs_core", description="GCCS loss: train, inspect and attack latent classifiers.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
     _add_train(sub)
     _add_evaluate(sub)
+    _add_attack(sub)
     p = sub.add_parser("info", help="print a checkpoint's metadata and metrics")
     p.set_defaults(handler=cmd_info)
     p.add_argument("path", help="a .safetensors checkpoint or a run folder")

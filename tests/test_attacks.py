@@ -215,3 +215,25 @@ def test_pgd_linf_training_entry_point(digits_ce_model, batch):
     assert _acc(model, x_adv, y) < _acc(model, x, y) - 0.2
     with pytest.raises(ValueError, match="eps=-1"):
         pgd_linf(model, x, y, -1, 5)
+
+
+def test_cli_attack(digits_gccs_model, tmp_path, capsys):
+    from safetensors.torch import load_file
+
+    from gccs_core import save_model
+    from gccs_core.cli import main
+
+    ckpt = save_model(digits_gccs_model, tmp_path / "m.safetensors", {"dataset": "digits"})
+    out = tmp_path / "adv.safetensors"
+    rc = main(["attack", "--checkpoint", str(ckpt), "--attack", "pgd", "--objective", "margin", "--eps", "0.3", "--n", "40",
+               "--steps", "10", "--save", str(out)])
+    assert rc == 0 and "success rate" in capsys.readouterr().out
+    saved = load_file(out)
+    assert saved["traj_x"].shape == (11, 40, 1, 8, 8) and float(saved["success"].float().mean()) > 0.9
+    for args, match in [(["--target", "10"], "target class 10 is outside the label set"), (["--eps", "-1"], "eps=-1"),
+                        (["--attack", "laser"], "attack='laser' is unknown"), (["--steps", "0"], "steps=0")]:
+        assert main(["attack", "--checkpoint", str(ckpt), "--n", "5", *args]) == 2
+        err = capsys.readouterr().err
+        assert match in err and len(err.strip().splitlines()) == 1
+    assert main(["attack", "--checkpoint", str(tmp_path / "missing.safetensors")]) == 2
+    assert "does not exist" in capsys.readouterr().err
