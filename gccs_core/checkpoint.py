@@ -119,7 +119,7 @@ def _read_header(data: bytes, source: str) -> dict[str, Any]:
         )
     try:
         header = json.loads(data[8 : 8 + n].decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:  # RecursionError: hostile nesting
         raise CheckpointError(f"{source}: header is not valid JSON ({err}); not a safetensors checkpoint.") from err
     if not isinstance(header, dict):
         raise CheckpointError(f"{source}: header is not a JSON object; not a safetensors checkpoint.")
@@ -146,7 +146,7 @@ def read_checkpoint_bytes(data: bytes, source: str = "checkpoint") -> tuple[str,
         raise CheckpointError(f"{source}: kind={kind!r}; allowed: model, training.")
     try:
         meta = json.loads(info.get("metadata", ""))
-    except (TypeError, json.JSONDecodeError) as err:
+    except (TypeError, json.JSONDecodeError, RecursionError) as err:
         raise CheckpointError(f"{source}: metadata is not valid JSON ({err}).") from err
     if not isinstance(meta, dict):
         raise CheckpointError(f"{source}: metadata must be a JSON object, got {type(meta).__name__}.")
@@ -171,8 +171,8 @@ def spec_from_metadata(meta: dict[str, Any], source: str = "checkpoint") -> Mode
         if not isinstance(spec[name], typ) or isinstance(spec[name], bool):
             raise CheckpointError(f"{source}: spec field {name}={spec[name]!r} should be of type {typ.__name__}.")
     for name in ("in_shape", "mean", "std"):
-        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in spec[name]):
-            raise CheckpointError(f"{source}: spec field {name}={spec[name]!r} must be a list of numbers.")
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and abs(v) < 1e30 for v in spec[name]):
+            raise CheckpointError(f"{source}: spec field {name}={spec[name]!r} must be a list of finite numbers.")
     if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in spec["loss_params"].values()):
         raise CheckpointError(f"{source}: loss_params={spec['loss_params']!r} must map names to numbers.")
     if spec["num_classes"] > 1000 or spec["latent_dim"] > 4096 or any(v > 1024 for v in spec["in_shape"]):
@@ -185,7 +185,8 @@ def spec_from_metadata(meta: dict[str, Any], source: str = "checkpoint") -> Mode
 
 def _build_and_fill(spec: ModelSpec, state: dict[str, torch.Tensor], source: str) -> LatentClassifier:
     try:
-        model = build_model(spec)
+        with torch.device("meta"):  # shapes only: a tiny hostile spec cannot make us allocate a huge model
+            model = build_model(spec)
     except (ValueError, TypeError) as err:
         raise CheckpointError(f"{source}: cannot build the model its metadata describes: {err}") from err
     expected = model.state_dict()
@@ -205,6 +206,7 @@ def _build_and_fill(spec: ModelSpec, state: dict[str, torch.Tensor], source: str
             )
         if got.is_floating_point() and not torch.isfinite(got).all():
             raise CheckpointError(f"{source}: tensor {key!r} contains NaN or inf values.")
+    model = build_model(spec)  # now known to be no bigger than the file's own tensors
     model.load_state_dict(state, strict=True)
     model.eval()
     return model

@@ -25,7 +25,7 @@ from .simplex import DEFAULT_RADIUS, DEFAULT_SIGMA, simplex_vertices
 
 
 def _check_range(name: str, value: Any, low: float, high: float | None = None, low_open: bool = True) -> None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and abs(value) < 1e300 and math.isfinite(value)
     if ok:
         ok = value > low if low_open else value >= low
         if ok and high is not None:

@@ -152,7 +152,7 @@ def _choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
 
 
 def _number(name: str, value: Any, minimum: float, open_low: bool = False) -> None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and abs(value) < 1e300 and math.isfinite(value)
     ok = ok and (value > minimum if open_low else value >= minimum)
     if not ok:
         raise ValueError(f"{name}={value!r} is invalid: it must be a finite number {'>' if open_low else '>='} {minimum}.")
