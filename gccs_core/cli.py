@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -12,7 +13,7 @@ from typing import Any, NoReturn
 from .data import DATASETS
 from .losses import LOSSES
 from .models import ENCODERS
-from .train import DEVICES, OPTIMIZERS, SCHEDULES, Callback, EpochInfo, StepInfo, TrainConfig, TrainingDiverged
+from .train import AMP_DTYPES, DEVICES, OPTIMIZERS, SCHEDULES, Callback, EpochInfo, StepInfo, TrainConfig, TrainingDiverged
 
 LOSS_PARAM_FLAGS = ("sigma", "radius", "shrinkage", "lam", "eps")
 
@@ -25,15 +26,23 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 class ProgressBar(Callback):
-    """tqdm bar over all training steps, with loss, batch accuracy and the last test accuracy."""
+    """tqdm bar over all training steps, with loss, batch accuracy and the last test accuracy.
 
-    def __init__(self, total_steps: int, initial: int = 0) -> None:
-        from tqdm import tqdm
+    The bar is sized at the first step (steps per epoch x ``epochs``, starting at the step a resumed run
+    continues from), so the dataset is never loaded just to count it.
+    """
 
-        self.bar = tqdm(total=total_steps, initial=initial, unit="step", dynamic_ncols=True, file=sys.stderr)
+    def __init__(self, epochs: int) -> None:
+        self.epochs = epochs
+        self.bar: Any = None
         self.test_acc: float | None = None
 
     def on_step(self, info: StepInfo) -> None:
+        if self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=info.steps_per_epoch * self.epochs, initial=info.global_step, unit="step",
+                            dynamic_ncols=True, file=sys.stderr)
         post = {"epoch": info.epoch + 1, "loss": f"{info.loss:.4f}", "acc": f"{info.accuracy:.3f}"}
         if self.test_acc is not None:
             post["test"] = f"{self.test_acc:.4f}"
@@ -42,14 +51,16 @@ class ProgressBar(Callback):
 
     def on_epoch(self, info: EpochInfo, model: Any) -> None:
         self.test_acc = info.test_accuracy
-        self.bar.write(
-            f"epoch {info.epoch + 1}/{info.epochs}: loss {info.train_loss:.4f}  train acc {info.train_accuracy:.4f}  "
-            f"test acc {info.test_accuracy:.4f}  ({info.elapsed_s:.1f}s)",
-            file=sys.stderr,
-        )
+        line = (f"epoch {info.epoch + 1}/{info.epochs}: loss {info.train_loss:.4f}  train acc {info.train_accuracy:.4f}  "
+                f"test acc {info.test_accuracy:.4f}  ({info.elapsed_s:.1f}s)")
+        if self.bar is not None:
+            self.bar.write(line, file=sys.stderr)
+        else:
+            print(line, file=sys.stderr)
 
     def close(self) -> None:
-        self.bar.close()
+        if self.bar is not None:
+            self.bar.close()
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
@@ -67,7 +78,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--weight-decay", type=float, default=d.weight_decay)
     p.add_argument("--schedule", choices=SCHEDULES, default=d.schedule)
     p.add_argument("--warmup-epochs", type=float, default=d.warmup_epochs)
-    p.add_argument("--augment", action="store_true", help="random shifts (and flips for colour images)")
+    p.add_argument("--augment", action="store_true",
+                   help="random shifts of up to 2 px (28x28); 32x32 colour: random crop with 4 px padding + horizontal flip")
     for name in LOSS_PARAM_FLAGS:
         p.add_argument(f"--{name}", type=float, default=None, help=f"loss parameter {name} (losses that take it)")
     p.add_argument("--adv-train", action="store_true", help="PGD adversarial training (Madry et al. 2018)")
@@ -76,7 +88,11 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--adv-step-size", type=float, default=None)
     p.add_argument("--adv-objective", choices=("ce", "margin"), default=d.adv_objective)
     p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--device", choices=DEVICES, default=d.device)
+    p.add_argument("--device", choices=DEVICES, default=d.device, help="auto: cuda, then mps, then cpu")
+    p.add_argument("--amp", choices=list(AMP_DTYPES), default=d.amp,
+                   help="autocast the encoder to bf16 (cuda, cpu) or fp16 (cuda, with a gradient scaler)")
+    p.add_argument("--no-sync-bn", action="store_true",
+                   help="under torchrun: batch norm with each process's statistics instead of the global batch's")
     p.add_argument("--data-root", default=None, help="folder of torchvision datasets")
     p.add_argument("--download", action="store_true", help="download a torchvision dataset that is not on disk")
     p.add_argument("--limit-train", type=int, default=None, help="use only the first N training examples")
@@ -92,19 +108,17 @@ def _config_from_args(a: argparse.Namespace) -> TrainConfig:
         encoder=a.encoder, latent_dim=a.latent_dim, loss=a.loss, loss_params=loss_params, epochs=a.epochs,
         batch_size=a.batch_size, optimizer=a.optimizer, lr=a.lr, weight_decay=a.weight_decay, schedule=a.schedule,
         warmup_epochs=a.warmup_epochs, adv_train=a.adv_train, adv_eps=a.adv_eps, adv_steps=a.adv_steps,
-        adv_step_size=a.adv_step_size, adv_objective=a.adv_objective, seed=a.seed, device=a.device,
+        adv_step_size=a.adv_step_size, adv_objective=a.adv_objective, seed=a.seed, device=a.device, amp=a.amp,
+        sync_batchnorm=not a.no_sync_bn,
     )
 
 
 def cmd_train(a: argparse.Namespace) -> int:
-    import math
-
+    """Train in this process, or as one of the ``torchrun`` processes (then only rank 0 shows progress and prints)."""
     from .checkpoint import TRAINING_FILE, read_checkpoint_bytes
-    from .data import load_dataset
     from .train import train
 
     config = _config_from_args(a)
-    initial = 0
     effective = config
     if a.resume:
         ckpt = Path(a.out) / TRAINING_FILE
@@ -112,22 +126,19 @@ def cmd_train(a: argparse.Namespace) -> int:
             raise FileNotFoundError(f"cannot resume: no {TRAINING_FILE} in {a.out}. Start the run without --resume.")
         meta = read_checkpoint_bytes(ckpt.read_bytes(), str(ckpt))[1]
         effective = TrainConfig.from_dict({**meta["config"], "device": config.device})
-        initial_epochs = int(meta["epoch"])
-    else:
-        initial_epochs = 0
+    main_process = os.environ.get("RANK", "0") == "0"  # torchrun sets RANK; a single process is rank 0
     bar = None
     callbacks: list[Callback] = []
-    if not a.quiet:
-        n = effective.limit_train or len(load_dataset(effective.dataset, "train", effective.data_root, False).y)
-        steps = math.ceil(n / effective.batch_size)
-        initial = steps * initial_epochs
-        bar = ProgressBar(steps * effective.epochs, initial)
+    if not a.quiet and main_process:
+        bar = ProgressBar(effective.epochs)
         callbacks.append(bar)
     try:
         result = train(config, callbacks, out_dir=a.out, resume=a.resume)
     finally:
         if bar is not None:
             bar.close()
+    if not main_process:
+        return 0
     m = result.metrics
     print(
         f"done: {effective.loss} on {effective.dataset}, test accuracy {m['test_accuracy']:.4f}, "

@@ -18,6 +18,7 @@ import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -112,46 +113,138 @@ def _load_mnist5k(split: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
     return x, y, DIGIT_NAMES
 
 
-def _torchvision_files_hint(name: str, root: Path) -> str:
+def _torchvision_files_hint(name: str, root: Path, missing: Path | None = None) -> str:
+    what = f" (missing: {missing})" if missing is not None else ""
     return (
-        f"dataset {name!r} is not on disk under {root}. Download it once with "
+        f"dataset {name!r} is not on disk under {root}{what}. Download it once with "
         f"`python -m gccs_core download --dataset {name} --data-root {root}` "
         f"(or pass download=True / --download), on a machine with internet access."
     )
 
 
-def _load_torchvision(name: str, split: str, root: Path, download: bool) -> tuple[np.ndarray, np.ndarray, list[str]]:
+# torchvision's documented on-disk layouts, relative to the data root: (train files, test files).
+_MNIST_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+_TORCHVISION_LAYOUT: dict[str, dict[str, tuple[str, ...]]] = {
+    "mnist": {s: tuple(f"MNIST/raw/{f}" for f in files) for s, files in _MNIST_FILES.items()},
+    "fashion-mnist": {s: tuple(f"FashionMNIST/raw/{f}" for f in files) for s, files in _MNIST_FILES.items()},
+    "cifar10": {
+        "train": tuple(f"cifar-10-batches-py/data_batch_{i}" for i in range(1, 6)) + ("cifar-10-batches-py/batches.meta",),
+        "test": ("cifar-10-batches-py/test_batch", "cifar-10-batches-py/batches.meta"),
+    },
+    "cifar100": {
+        "train": ("cifar-100-python/train", "cifar-100-python/meta"),
+        "test": ("cifar-100-python/test", "cifar-100-python/meta"),
+    },
+    "svhn": {"train": ("train_32x32.mat",), "test": ("test_32x32.mat",)},
+}
+
+
+def torchvision_files(name: str, split: str, root: str | os.PathLike) -> list[Path]:
+    """The files that dataset ``name``'s ``split`` needs under ``root`` (torchvision's layout)."""
+    return [Path(root) / rel for rel in _TORCHVISION_LAYOUT[name][split]]
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    """An MNIST IDX file (uint8 data), plain or gzip-compressed (``path`` or ``path.gz``)."""
+    import gzip
+
+    raw = gzip.open(path.with_name(path.name + ".gz")).read() if not path.exists() else path.read_bytes()
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
+        raise ValueError(f"{path} is not an IDX file of unsigned bytes (bad magic number).")
+    ndim = raw[3]
+    shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
+    if data.size != int(np.prod(shape)):
+        raise ValueError(f"{path} holds {data.size} values; its header announces shape {shape}.")
+    return data.reshape(shape)
+
+
+class _ArrayUnpickler:
+    """Reads the CIFAR python batches (pickled dicts of numpy arrays and lists) without running arbitrary code."""
+
+    ALLOWED = {("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "_reconstruct"),
+               ("numpy._core.multiarray", "_reconstruct"), ("_codecs", "encode")}
+
+    @classmethod
+    def load(cls, path: Path) -> dict:
+        import pickle
+
+        allowed = cls.ALLOWED
+
+        class Restricted(pickle.Unpickler):
+            def find_class(self, module: str, name: str) -> Any:
+                if (module, name) not in allowed:
+                    raise ValueError(f"{path}: unexpected object {module}.{name} in a CIFAR batch file; refusing to load it.")
+                return super().find_class(module, name)
+
+        with open(path, "rb") as fh:
+            out = Restricted(fh, encoding="latin1").load()
+        if not isinstance(out, dict):
+            raise ValueError(f"{path} is not a CIFAR batch file (expected a pickled dict).")
+        return {k.decode() if isinstance(k, bytes) else k: v for k, v in out.items()}
+
+
+def _read_cifar(files: list[Path], label_key: str, names_key: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    *batches, meta_file = files
+    xs, ys = [], []
+    for path in batches:
+        entry = _ArrayUnpickler.load(path)
+        xs.append(np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+        ys.append(np.asarray(entry[label_key], dtype=np.int64))
+    names = [n.decode() if isinstance(n, bytes) else str(n) for n in _ArrayUnpickler.load(meta_file)[names_key]]
+    return np.concatenate(xs), np.concatenate(ys), names
+
+
+def _download_torchvision(name: str, root: Path) -> None:
+    """Fetch ``name`` (both splits) with torchvision, which checks the files' md5 sums."""
     import torchvision.datasets as tvd
 
-    train = split == "train"
-    try:
-        if name == "mnist":
-            ds = tvd.MNIST(root, train=train, download=download)
-        elif name == "fashion-mnist":
-            ds = tvd.FashionMNIST(root, train=train, download=download)
-        elif name == "cifar10":
-            ds = tvd.CIFAR10(root, train=train, download=download)
-        elif name == "cifar100":
-            ds = tvd.CIFAR100(root, train=train, download=download)
-        else:
-            ds = tvd.SVHN(root, split=split, download=download)
-    except RuntimeError as err:  # torchvision: "Dataset not found ..."
-        if download:
-            raise
-        raise FileNotFoundError(_torchvision_files_hint(name, root)) from err
+    if name in ("mnist", "fashion-mnist", "cifar10", "cifar100"):
+        cls = {"mnist": tvd.MNIST, "fashion-mnist": tvd.FashionMNIST, "cifar10": tvd.CIFAR10, "cifar100": tvd.CIFAR100}[name]
+        for train in (True, False):
+            cls(str(root), train=train, download=True)
+    else:
+        for split in SPLITS:
+            tvd.SVHN(str(root), split=split, download=True)
+
+
+def _load_torchvision(name: str, split: str, root: Path, download: bool) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Read torchvision's on-disk files ourselves (no md5 check, so any file in the layout works); torchvision only downloads."""
+    files = torchvision_files(name, split, root)
+
+    def first_missing() -> Path | None:
+        for path in files:
+            if not path.exists() and not (name in ("mnist", "fashion-mnist") and path.with_name(path.name + ".gz").exists()):
+                return path
+        return None
+
+    if first_missing() is not None and download:
+        _download_torchvision(name, root)
+    missing = first_missing()
+    if missing is not None:
+        raise FileNotFoundError(_torchvision_files_hint(name, root, missing.relative_to(root)))
 
     if name in ("mnist", "fashion-mnist"):
-        x = ds.data.numpy().astype(np.float32)[:, None] / 255.0
-        y = ds.targets.numpy().astype(np.int64)
+        images, labels = (_read_idx(p) for p in files)
+        x = images.astype(np.float32)[:, None] / 255.0
+        y = labels.astype(np.int64)
         classes = DIGIT_NAMES if name == "mnist" else FASHION_NAMES
     elif name == "svhn":
-        x = ds.data.astype(np.float32) / 255.0  # already (N, 3, 32, 32)
-        y = ds.labels.astype(np.int64)
+        from scipy.io import loadmat
+
+        mat = loadmat(files[0])
+        x = np.transpose(mat["X"], (3, 2, 0, 1)).astype(np.float32) / 255.0  # (32, 32, 3, N) -> (N, 3, 32, 32)
+        y = mat["y"].astype(np.int64).reshape(-1) % 10  # SVHN labels the digit 0 as 10
         classes = DIGIT_NAMES
     else:
-        x = ds.data.astype(np.float32).transpose(0, 3, 1, 2) / 255.0
-        y = np.asarray(ds.targets, dtype=np.int64)
-        classes = list(ds.classes)
+        label_key, names_key = ("labels", "label_names") if name == "cifar10" else ("fine_labels", "fine_label_names")
+        raw, y, classes = _read_cifar(files, label_key, names_key)
+        x = raw.astype(np.float32) / 255.0
+    if len(x) != len(y):
+        raise ValueError(f"dataset {name!r} under {root}: {len(x)} images but {len(y)} labels.")
     return x, y, classes
 
 

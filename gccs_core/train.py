@@ -17,6 +17,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from . import distributed
 from .attacks import OBJECTIVES, pgd_linf
 from .checkpoint import (
     MODEL_FILE,
@@ -34,6 +35,7 @@ from .models import ENCODERS, LatentClassifier, ModelSpec, build_model
 OPTIMIZERS = ("adamw", "adam", "sgd")
 SCHEDULES = ("cosine", "constant")
 DEVICES = ("auto", "cpu", "cuda", "mps")
+AMP_DTYPES: dict[str, torch.dtype | None] = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 class TrainingDiverged(RuntimeError):
@@ -73,6 +75,8 @@ class TrainConfig:
     # system
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | mps
+    amp: str = "none"  # none | bf16 | fp16: autocast of the encoder (fp16 with a gradient scaler, CUDA only)
+    sync_batchnorm: bool = True  # several processes (torchrun): batch norm with the global batch's statistics
 
     def __post_init__(self) -> None:
         dataset_info(self.dataset)  # raises with the allowed names
@@ -93,6 +97,7 @@ class TrainConfig:
         _choice("optimizer", self.optimizer, OPTIMIZERS)
         _choice("schedule", self.schedule, SCHEDULES)
         _choice("device", self.device, DEVICES)
+        _choice("amp", self.amp, tuple(AMP_DTYPES))
         _choice("adv_objective", self.adv_objective, OBJECTIVES)
         _number("lr", self.lr, minimum=0.0, open_low=True)
         _number("weight_decay", self.weight_decay, minimum=0.0)
@@ -293,8 +298,25 @@ def train(
 
     ``resume=True`` continues the run saved in ``out_dir`` (its stored config wins, except device).
     Raises ``TrainingDiverged`` on a NaN/inf loss, keeping the previous epoch's checkpoint.
+
+    Launched by ``torchrun --nproc_per_node N`` (or inside an existing process group), the N processes
+    train one model data-parallel on the same global batches (see distributed.py); only rank 0 runs the
+    callbacks and writes files.
     """
-    callbacks = list(callbacks or [])
+    ctx = distributed.setup(resolve_device(config.device))
+    try:
+        return _train(config, list(callbacks or []), out_dir, resume, ctx)
+    finally:
+        distributed.teardown(ctx)
+
+
+def _train(
+    config: TrainConfig,
+    callbacks: list[Callback],
+    out_dir: str | os.PathLike | None,
+    resume: bool,
+    ctx: distributed.DistContext,
+) -> TrainResult:
     out = Path(out_dir) if out_dir is not None else None
     ckpt_path = out / TRAINING_FILE if out else None
 
@@ -312,10 +334,15 @@ def train(
             f"{out} already holds a run ({TRAINING_FILE}); pass resume=True / --resume or choose another folder."
         )
 
-    device = resolve_device(config.device)
+    device = ctx.device
+    distributed.check_batch_size(config.batch_size, ctx)
+    amp_dtype = AMP_DTYPES[config.amp]
+    if config.amp == "fp16" and device.type != "cuda":
+        raise ValueError(f"amp='fp16' needs a CUDA device (the run is on {device.type}); use --amp bf16 or none.")
     torch.manual_seed(config.seed)
-    train_data = load_dataset(config.dataset, "train", config.data_root, config.download, config.limit_train)
-    test_data = load_dataset(config.dataset, "test", config.data_root, config.download)
+    with distributed.main_first(ctx, active=config.download):  # one process downloads, the others then read
+        train_data = load_dataset(config.dataset, "train", config.data_root, config.download, config.limit_train)
+        test_data = load_dataset(config.dataset, "test", config.data_root, config.download)
     model = build_model(config.model_spec()).to(device)
     optimizer = make_optimizer(model, config)
 
@@ -324,6 +351,9 @@ def train(
         start_epoch, history = int(meta["epoch"]), list(meta["history"])
         elapsed_before = float(meta.get("train_time_s", 0.0))
         model.to(device)
+    embed, undo_wrap = distributed.wrap_for_training(model, ctx, config.sync_batchnorm)  # model.embed, or DDP around it
+    scaler = torch.amp.GradScaler(device.type, enabled=config.amp == "fp16")
+    local_test = distributed.shard_dataset(test_data, ctx)
 
     n = len(train_data)
     steps_per_epoch = math.ceil(n / config.batch_size)
@@ -344,6 +374,7 @@ def train(
         g = torch.Generator().manual_seed(_epoch_seed(config.seed, epoch))
         torch.manual_seed(_epoch_seed(config.seed, epoch))
         perm = torch.randperm(n, generator=g)
+        g_attack = torch.Generator().manual_seed(_epoch_seed(config.seed, epoch) + 7919 * ctx.rank) if ctx.enabled else g
         model.train()
         loss_sum, correct, seen = 0.0, 0, 0
         for step in range(steps_per_epoch):
@@ -355,15 +386,18 @@ def train(
             idx = perm[step * config.batch_size : (step + 1) * config.batch_size]
             xb, yb = train_data.x[idx], train_data.y[idx]
             if config.augment:
-                xb = augment_batch(xb, g)
-            xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
-            if config.adv_train:
-                model.eval()  # attack the deployed model (batch-norm statistics frozen)
-                xb = pgd_linf(model, xb, yb, config.adv_eps, config.adv_steps, config.adv_step_size,
-                              config.adv_objective, generator=g)
-                model.train()
-
-            loss, scores = model.loss(xb, yb)
+                xb = augment_batch(xb, g)  # the whole global batch on every process, so g stays in step
+            xb = distributed.shard(xb, ctx).to(device, non_blocking=True)  # this process's rows (all of them for one)
+            yb = yb.to(device, non_blocking=True)
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                if config.adv_train:
+                    model.eval()  # attack the deployed model (batch-norm statistics frozen)
+                    xb = pgd_linf(model, xb, distributed.shard(yb, ctx), config.adv_eps, config.adv_steps,
+                                  config.adv_step_size, config.adv_objective, generator=g_attack)
+                    model.train()
+                z = embed(xb)
+            z = distributed.gather_rows(z.float(), len(yb), ctx)  # latents of the global batch, gradients kept
+            loss, scores = model.head(z, yb), model.head.scores(z)  # loss in float32 (GCCS statistics in float64)
             if not torch.isfinite(loss):
                 raise TrainingDiverged(
                     f"loss became {float(loss)} at epoch {epoch + 1}, step {step + 1} (lr={lr:.3g}); "
@@ -371,10 +405,12 @@ def train(
                     f"or check the loss parameters ({config.loss_params})."
                 )
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            scaler.scale(loss).backward()  # the scaler is a no-op unless amp == "fp16"
             if config.grad_clip is not None:
+                scaler.unscale_(optimizer)
                 torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-            optimizer.step()
+            scaler.step(optimizer)
+            scaler.update()
 
             batch_correct = int((scores.argmax(1) == yb).sum())
             loss_sum += float(loss.detach()) * len(yb)
@@ -382,32 +418,33 @@ def train(
             seen += len(yb)
             info = StepInfo(epoch, step, steps_per_epoch, global_step, float(loss.detach()), batch_correct / len(yb), lr,
                             elapsed_before + time.perf_counter() - t0)
-            if any([bool(cb.on_step(info)) for cb in callbacks]):
+            if distributed.agree(ctx.is_main and any([bool(cb.on_step(info)) for cb in callbacks]), ctx):
                 stopped = True
                 break
 
-        test_acc = accuracy(model, test_data, device)
+        test_acc = distributed.weighted_mean(accuracy(model, local_test, device), len(local_test), ctx)
         elapsed = elapsed_before + time.perf_counter() - t0
         record = {"epoch": epoch + 1, "train_loss": loss_sum / max(1, seen), "train_accuracy": correct / max(1, seen),
                   "test_accuracy": test_acc, "elapsed_s": elapsed}
         history.append(record)
-        if out is not None:
+        if out is not None and ctx.is_main:
             meta = {**base_meta, "epoch": epoch + 1, "history": history, "train_time_s": elapsed,
                     "metrics": {"test_accuracy": test_acc, "train_accuracy": record["train_accuracy"]},
                     "complete": epoch + 1 == config.epochs and not stopped}
             save_training_checkpoint(ckpt_path, model, optimizer, meta)  # type: ignore[arg-type]
             save_model(model, out / MODEL_FILE, meta)
         einfo = EpochInfo(epoch, config.epochs, record["train_loss"], record["train_accuracy"], test_acc, elapsed)
-        if any([bool(cb.on_epoch(einfo, model)) for cb in callbacks]) or stopped:
+        if distributed.agree(ctx.is_main and any([bool(cb.on_epoch(einfo, model)) for cb in callbacks]), ctx) or stopped:
             stopped = True
             break
 
+    undo_wrap()
     model.eval()
     final = history[-1] if history else {}
     metrics = {"test_accuracy": final.get("test_accuracy", float("nan")),
                "train_accuracy": final.get("train_accuracy", float("nan")),
                "train_time_s": final.get("elapsed_s", 0.0), "epochs_done": len(history)}
-    if out is not None:
+    if out is not None and ctx.is_main:
         write_metadata_json(out, {**base_meta, "metrics": metrics, "history": history,
                                   "spec": model.spec.to_dict()})
     return TrainResult(model, config, history, metrics, out, stopped)
