@@ -89,7 +89,13 @@ def save_training_checkpoint(
     optimizer: torch.optim.Optimizer,
     metadata: dict[str, Any],
 ) -> Path:
-    """Save model + optimizer state + metadata (epoch, history, config) in one atomic file."""
+    """Save model + optimizer state + metadata (epoch, history, config) in one atomic file.
+
+    Also deletes the temporary files that a killed run left half-written in the same run folder.
+    """
+    for name in (MODEL_FILE, TRAINING_FILE, METADATA_FILE):  # from atomic_write_bytes, never os.replace'd
+        for stale in Path(path).parent.glob(f".{name}.*.tmp"):
+            stale.unlink(missing_ok=True)
     tensors = {f"model/{k}": v for k, v in model.state_dict().items()}
     opt = optimizer.state_dict()
     scalars: dict[str, dict[str, Any]] = {}
