@@ -153,7 +153,8 @@ def plot(reports: dict, path: Path) -> None:
         ax.set_title(f"{ds}: worst case over all attacks (L-inf)")
         ax.set_xlabel("eps")
         ax.grid(alpha=0.3)
-        ax.legend()
+        if ax.lines:
+            ax.legend()
     axes[0].set_ylabel("robust accuracy (%)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -212,6 +213,7 @@ def main() -> int:
     ap.add_argument("--force", action="store_true", help="re-evaluate even when a current report exists")
     ap.add_argument("--docs-only", action="store_true", help="only rewrite docs/results.md and the plot")
     ap.add_argument("--jobs", type=int, default=1, help="models evaluated at once (each with 1 thread when > 1)")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads per evaluation (1 is fastest on a loaded machine)")
     ap.add_argument("--models", default=None, help="comma-separated subset, e.g. mnist5k-ce,mnist5k-gccs-at")
     a = ap.parse_args()
     REPORTS.mkdir(parents=True, exist_ok=True)
@@ -224,9 +226,8 @@ def main() -> int:
         if missing:
             raise SystemExit(f"missing checkpoints: {', '.join(missing)} (AT models: run with --train-at).")
         todo = [n for n in names if a.force or not _report_is_current(n)]
-        threads = 1 if a.jobs > 1 else 2
         with ThreadPoolExecutor(max_workers=max(1, a.jobs)) as pool:
-            list(pool.map(lambda n: evaluate(n, threads), todo))
+            list(pool.map(lambda n: evaluate(n, a.threads), todo))
     reports = write_docs()
     print(table_markdown(reports))
     return 0
