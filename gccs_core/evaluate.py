@@ -469,11 +469,11 @@ def _versions() -> dict[str, str]:
     from . import __version__
 
     out = {"gccs_core": __version__, "torch": torch.__version__}
-    try:
-        import art
+    try:  # read the installed version without importing ART (its import costs ~150 MB and pulls in numba)
+        from importlib.metadata import PackageNotFoundError, version
 
-        out["adversarial-robustness-toolbox"] = art.__version__
-    except ImportError:  # pragma: no cover
+        out["adversarial-robustness-toolbox"] = version("adversarial-robustness-toolbox")
+    except PackageNotFoundError:  # pragma: no cover
         pass
     return out
 
