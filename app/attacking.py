@@ -88,7 +88,7 @@ def run(entries: list[common.ModelEntry], pool_view: dict[str, Any], method: str
         with st.spinner(f"Attacking {entry.label}…"):
             traj = _attack(entry.key, mtime, entry.dataset, tuple(int(i) for i in idx), attack, eps, steps, objective, target)
         view = common.get_view(entry, "simplex" if method == "umap" else method)
-        proj = common.get_projection(entry.key, entry.dataset, mtime, method)
+        proj = common.get_projection(entry, method)
         frames = proj.transform(traj["z"])  # every step of every sample in one batch
         background = proj.embedding_ if method == "umap" else proj.transform(view["z"])
         fin = np.isfinite(view["prototypes"]).all(1)

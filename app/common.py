@@ -254,13 +254,41 @@ def get_view(entry: ModelEntry, method: str = "simplex", n_components: int = 2) 
 
 
 @st.cache_resource(max_entries=16, show_spinner=False)
-def get_projection(key: str, dataset: str, mtime: float, method: str, n_components: int = 2) -> Any:
-    """A ``LatentProjection`` fitted once per model and method on the view's clean latents (UMAP included)."""
+def _fit_projection(key: str, mtime: float, method: str, n_components: int, _view: dict[str, Any]) -> Any:
     from gccs_core.projection import projection_for_view
 
-    entry = find_model(key)
+    return projection_for_view(_view, method, n_components)
+
+
+def get_projection(entry: ModelEntry, method: str, n_components: int = 2) -> Any:
+    """A ``LatentProjection`` fitted once per model and method on the view's clean latents (UMAP included)."""
     view = get_view(entry, "simplex" if method == "umap" else method, n_components)
-    return projection_for_view(view, method, n_components)
+    return _fit_projection(entry.key, _mtime(entry.path), method, n_components, view)
+
+
+def _warm_umap(jobs: list[tuple[str, float, dict[str, Any]]]) -> None:
+    t0 = time.perf_counter()
+    for key, mtime, view in jobs:
+        _fit_projection(key, mtime, "umap", 2, view)
+    _log.info("GCCS UMAP warm-up done in %.1f s", time.perf_counter() - t0)
+
+
+@st.cache_resource(max_entries=8, show_spinner=False)
+def _umap_thread(keys: tuple[tuple[str, float], ...], _jobs: list[tuple[str, float, dict[str, Any]]]) -> threading.Thread:
+    thread = threading.Thread(target=_warm_umap, args=(_jobs,), daemon=True, name="gccs-umap-warm-up")
+    thread.start()
+    return thread
+
+
+def warm_umap_for(entries: list[ModelEntry]) -> None:
+    """Compile UMAP and fit it for these models in a background thread (once per model).
+
+    Called as soon as UMAP is chosen: the latent page shows the shipped UMAP coordinates at once,
+    and the attack page finds the fitted projection ready. Not done at start-up: importing and
+    compiling UMAP adds about 0.4 GB to the server's memory, paid only by those who use it.
+    """
+    jobs = [(e.key, _mtime(e.path), get_view(e, "simplex")) for e in entries]
+    _umap_thread(tuple((k, m) for k, m, _ in jobs), jobs)
 
 
 # -- background warm-up --------------------------------------------------------------------------
@@ -288,7 +316,7 @@ def _warm(model_paths: list[str], with_umap: bool) -> None:
 @st.cache_resource(show_spinner=False)
 def start_warm_up(model_paths: tuple[str, ...]) -> threading.Thread:
     """Start the warm-up thread once per server process."""
-    with_umap = not FAST and os.environ.get("GCCS_APP_WARM_UMAP", "1") != "0"
+    with_umap = not FAST and os.environ.get("GCCS_APP_WARM_UMAP", "0") == "1"
     if os.environ.get("GCCS_APP_WARM", "1") == "0":
         model_paths, with_umap = (), False
     thread = threading.Thread(target=_warm, args=(list(model_paths), with_umap), daemon=True, name="gccs-warm-up")

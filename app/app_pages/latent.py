@@ -14,13 +14,12 @@ if not common.teacher():
                "simplex (stars). A cross-entropy model has no vertices: its class means are drawn instead. Ellipses: the "
                "1σ and 2σ contours of each class's fitted Gaussian in this projection. Click a point to inspect it; "
                "box/lasso-select points to attack them on the Attack page.")
-if method == "umap":
-    st.info("UMAP is approximate: distances and attack paths are not preserved. Use the simplex view for exact geometry.")
-
 entries = [common.find_model(st.session_state.get(side) or "") for side in ("left", "right")]
 if not any(entries):
     st.warning(f"No model for {dataset} yet: train one on the Train page or upload a checkpoint in the sidebar.")
     st.stop()
+if method == "umap":
+    st.info("UMAP is approximate: distances and attack paths are not preserved. Use the simplex view for exact geometry.")
 
 views: list[dict | None] = []
 cols = st.columns(2)
@@ -56,6 +55,9 @@ for col, side, entry in zip(cols, ("left", "right"), entries):
         sigma = float(view["sigma"])
         st.caption(f"{str(view['prototype_kind']).capitalize()} · accuracy on these {len(view['idx'])} samples "
                    f"{float(view['accuracy']):.1%}" + (f" · σ = {sigma:g}" if np.isfinite(sigma) else ""))
+
+if method == "umap" and dim == 2:
+    common.warm_umap_for([e for e, v in zip(entries, views) if e is not None and v is not None])
 
 # -- the selected sample -------------------------------------------------------------------------
 sample = st.session_state.get("selected_sample")
