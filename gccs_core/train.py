@@ -28,7 +28,7 @@ from .checkpoint import (
     save_training_checkpoint,
     write_metadata_json,
 )
-from .data import Dataset, dataset_info, load_dataset
+from .data import DATASETS, Dataset, dataset_info, load_dataset
 from .losses import LOSSES, build_loss, loss_parameters
 from .models import ENCODERS, LatentClassifier, ModelSpec, build_model
 
@@ -79,6 +79,19 @@ class TrainConfig:
     sync_batchnorm: bool = True  # several processes (torchrun): batch norm with the global batch's statistics
 
     def __post_init__(self) -> None:
+        for name, allowed in (("dataset", tuple(DATASETS)), ("encoder", ENCODERS), ("loss", LOSSES)):
+            value = getattr(self, name)  # a list or dict would otherwise fail as "unhashable", naming nothing
+            if not isinstance(value, str) and not (name == "encoder" and value is None):
+                raise ValueError(f"{name}={value!r} is unknown; allowed: {', '.join(allowed)}.")
+        for name in ("download", "augment", "adv_train"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name}={getattr(self, name)!r} is invalid: it must be True or False.")
+        if self.data_root is not None and not isinstance(self.data_root, (str, os.PathLike)):
+            raise ValueError(f"data_root={self.data_root!r} is invalid: it must be a folder path or None.")
+        if self.data_root is not None:
+            self.data_root = os.fspath(self.data_root)  # a Path must survive json.dumps into the checkpoint
+        if not isinstance(self.loss_params, dict) or not all(isinstance(k, str) for k in self.loss_params):
+            raise ValueError(f"loss_params={self.loss_params!r} is invalid: it must map parameter names to numbers.")
         dataset_info(self.dataset)  # raises with the allowed names
         if self.encoder is not None and self.encoder not in ENCODERS:
             raise ValueError(f"encoder={self.encoder!r} is unknown; allowed: {', '.join(ENCODERS)}.")
@@ -89,6 +102,8 @@ class TrainConfig:
         if bad:
             raise ValueError(f"loss {self.loss!r} does not take {', '.join(bad)}; allowed: {', '.join(allowed) or 'none'}.")
         _positive_int("latent_dim", self.latent_dim)
+        if self.latent_dim > 4096:  # the largest a checkpoint may hold (checkpoint.spec_from_metadata)
+            raise ValueError(f"latent_dim={self.latent_dim} is invalid: it must be an integer from 1 to 4096.")
         _positive_int("epochs", self.epochs)
         _positive_int("batch_size", self.batch_size)
         _positive_int("adv_steps", self.adv_steps)
@@ -107,8 +122,8 @@ class TrainConfig:
             _number("adv_step_size", self.adv_step_size, minimum=0.0, open_low=True)
         if self.grad_clip is not None:
             _number("grad_clip", self.grad_clip, minimum=0.0, open_low=True)
-        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
-            raise ValueError(f"seed={self.seed!r} is invalid: it must be an integer >= 0.")
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or not 0 <= self.seed < 2**32:
+            raise ValueError(f"seed={self.seed!r} is invalid: it must be an integer from 0 to 2**32 - 1.")
         info = dataset_info(self.dataset)
         if self.loss in ("gccs", "mmc") and self.latent_dim < info.num_classes - 1:
             raise ValueError(
@@ -213,6 +228,7 @@ class TrainResult:
 
 def resolve_device(name: str) -> torch.device:
     """``auto`` picks cuda, then mps, then cpu; an explicit device that is missing is an error."""
+    _choice("device", name, DEVICES)
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
