@@ -137,7 +137,7 @@ def attack_objective(
 
 
 def _check_number(name: str, value: object, minimum: float, open_low: bool = False) -> float:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value == value and abs(value) != float("inf")
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value == value and abs(value) < 1e300
     if ok:
         ok = value > minimum if open_low else value >= minimum  # type: ignore[operator]
     if not ok:
@@ -178,6 +178,8 @@ def resolve_target(target: int | torch.Tensor | None, n: int, num_classes: int) 
     if isinstance(target, bool):
         raise ValueError(f"target={target!r} is invalid: give a class index in [0, {num_classes - 1}].")
     if isinstance(target, int):
+        if not 0 <= target < num_classes:  # before torch.full, which overflows on a huge int
+            raise ValueError(f"target class {target} is outside the label set: allowed classes are 0..{num_classes - 1}.")
         t = torch.full((n,), target, dtype=torch.long)
     elif torch.is_tensor(target):
         if target.is_floating_point():

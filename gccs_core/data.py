@@ -71,7 +71,7 @@ DATASETS: dict[str, DatasetInfo] = {
 
 def dataset_info(name: str) -> DatasetInfo:
     """Facts about dataset ``name``; a clear error lists the allowed names."""
-    if name not in DATASETS:
+    if not isinstance(name, str) or name not in DATASETS:  # a list would fail as "unhashable", naming nothing
         raise ValueError(f"dataset={name!r} is unknown; allowed: {', '.join(DATASETS)}.")
     return DATASETS[name]
 
@@ -268,7 +268,7 @@ def load_dataset(
     info = dataset_info(name)
     if split not in SPLITS:
         raise ValueError(f"split={split!r} is unknown; allowed: {', '.join(SPLITS)}.")
-    if limit is not None and (not isinstance(limit, int) or limit < 1):
+    if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
         raise ValueError(f"limit={limit!r} is invalid: it must be an integer >= 1 or None.")
     if name == "digits":
         x, y, classes = _load_digits(split)

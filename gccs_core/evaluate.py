@@ -188,7 +188,7 @@ def parse_eps_list(text: str | Sequence[float]) -> list[float]:
     for item in items:
         try:
             v = float(item)
-        except (TypeError, ValueError) as err:
+        except (TypeError, ValueError, OverflowError) as err:  # OverflowError: an int too big for a float
             raise ValueError(f"eps value {item!r} is not a number; give comma-separated numbers >= 0.") from err
         out.append(_check_number("eps", v, 0.0))
     if not out:

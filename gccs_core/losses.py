@@ -50,9 +50,9 @@ class LatentLoss(nn.Module):
 
     def __init__(self, num_classes: int, latent_dim: int) -> None:
         super().__init__()
-        if not isinstance(num_classes, int) or num_classes < 2:
+        if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 2:
             raise ValueError(f"num_classes={num_classes!r} is invalid: it must be an integer >= 2.")
-        if not isinstance(latent_dim, int) or latent_dim < 1:
+        if not isinstance(latent_dim, int) or isinstance(latent_dim, bool) or latent_dim < 1:
             raise ValueError(f"latent_dim={latent_dim!r} is invalid: it must be an integer >= 1.")
         self.num_classes = num_classes
         self.latent_dim = latent_dim

@@ -83,7 +83,7 @@ class TrainConfig:
             value = getattr(self, name)  # a list or dict would otherwise fail as "unhashable", naming nothing
             if not isinstance(value, str) and not (name == "encoder" and value is None):
                 raise ValueError(f"{name}={value!r} is unknown; allowed: {', '.join(allowed)}.")
-        for name in ("download", "augment", "adv_train"):
+        for name in ("download", "augment", "adv_train", "sync_batchnorm"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name}={getattr(self, name)!r} is invalid: it must be True or False.")
         if self.data_root is not None and not isinstance(self.data_root, (str, os.PathLike)):
