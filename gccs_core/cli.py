@@ -202,6 +202,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=500)
     p.add_argument("--json", default=None, help="write the report to this JSON file")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--device", choices=DEVICES, default="auto", help="auto: cuda, then mps, then cpu")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -220,7 +221,7 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     report = evaluate_checkpoint(
         a.checkpoint, eps, norm=a.norm, n=a.n, split=a.split, dataset=a.dataset, data_root=a.data_root, steps=a.steps,
         restarts=a.restarts, square_queries=a.square_queries, square_on_all=a.square_on_all, attacks=attacks, min_l2=min_l2,
-        min_l2_n=a.min_l2_n, seed=a.seed,
+        min_l2_n=a.min_l2_n, seed=a.seed, device=a.device,
         batch_size=a.batch_size, progress=not a.quiet,
     )
     print(report.summary())

@@ -486,11 +486,16 @@ def evaluate_checkpoint(
     split: str = "test",
     dataset: str | None = None,
     data_root: str | None = None,
+    device: str = "auto",
     **kwargs: Any,
 ) -> RobustnessReport:
-    """Load a checkpoint and the first ``n`` examples of its dataset's split, then ``evaluate_robustness``."""
+    """Load a checkpoint and the first ``n`` examples of its dataset's split, then ``evaluate_robustness``.
+
+    ``device``: auto (cuda, then mps, then cpu), cpu, cuda or mps; the attacks run where the model is.
+    """
     from .checkpoint import _resolve, load_model
     from .data import load_dataset
+    from .train import resolve_device
 
     _check_int("n", n, 1)
     path = _resolve(checkpoint)
@@ -503,5 +508,5 @@ def evaluate_checkpoint(
             "loss": model.spec.loss, "encoder": model.spec.encoder, "latent_dim": model.spec.latent_dim,
             "adv_train": bool((meta.get("config") or {}).get("adv_train", False)),
             "checkpoint_library_version": meta.get("library_version")}
-    model.eval()
+    model.to(resolve_device(device)).eval()
     return evaluate_robustness(model, ds.x, ds.y, eps_list, norm=norm, model_info=info, **kwargs)
