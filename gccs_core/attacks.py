@@ -197,6 +197,18 @@ def resolve_target(target: int | torch.Tensor | None, n: int, num_classes: int) 
     return t
 
 
+def check_finite_scores(model: nn.Module, x: torch.Tensor, batch_size: int = 512) -> None:
+    """Raise ``ValueError`` when the model's clean scores hold NaN or inf: attack results would be meaningless."""
+    dev = _model_device(model)
+    with torch.no_grad():
+        bad = torch.cat([(~torch.isfinite(model(x[i : i + batch_size].to(dev)))).flatten(1).any(1).cpu()
+                         for i in range(0, len(x), batch_size)])
+    if bad.any():
+        raise ValueError(f"the model outputs NaN or inf scores for {int(bad.sum())} of {len(x)} inputs (first: example "
+                         f"{int(bad.nonzero()[0])}); its weights are broken (diverged training?), so attack results and "
+                         "accuracies would be meaningless.")
+
+
 def _check_labels(y: torch.Tensor, n: int, num_classes: int) -> torch.Tensor:
     if not torch.is_tensor(y) or y.dim() != 1 or y.shape[0] != n:
         raise ValueError(f"labels y must be a 1-D tensor with one entry per input ({n}); got {getattr(y, 'shape', y)}.")
@@ -438,6 +450,7 @@ def run_attack(
     was_training = model.training
     model.eval()
     try:
+        check_finite_scores(model, x)
         if attack in NATIVE_ATTACKS:
             return native_attack(model, x, y, attack, eps, steps, norm, objective, tgt, step_size, random_start,
                                  restarts, record, seed)

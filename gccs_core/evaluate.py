@@ -46,7 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .attacks import NORMS, _check_choice, _check_int, _check_number, native_attack
+from .attacks import NORMS, _check_choice, _check_int, _check_number, check_finite_scores, native_attack
 
 REPORT_FORMAT = "gccs-robustness-report"
 REPORT_VERSION = 1
@@ -356,6 +356,7 @@ def evaluate_robustness(
     results: list[dict[str, Any]] = []
     flags: list[dict[str, Any]] = []
     try:
+        check_finite_scores(model, x, batch_size)  # NaN/inf scores: report it instead of meaningless accuracies
         pred = _predict(model, x, batch_size)
         correct = pred == y
         clean_acc = int(correct.sum()) / n
