@@ -66,6 +66,26 @@ def write_readme(entries: list[dict]) -> None:
     (PRETRAINED / "README.md").write_text("\n".join(lines))
 
 
+def readme_table(entries: list[dict]) -> str:
+    """The table that README.md shows between its pretrained-table markers."""
+    by = {e["name"]: e for e in entries}
+    rows = ["| dataset | gccs | ce | mmc | center |", "|---|---|---|---|---|"]
+    for ds in RECIPES:
+        cells = [f"{100 * by[f'{ds}-{loss}']['test_accuracy']:.1f}%" if f"{ds}-{loss}" in by else "-" for loss in LOSSES]
+        rows.append(f"| {ds} | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
+def update_readme(entries: list[dict]) -> None:
+    readme = ROOT / "README.md"
+    text = readme.read_text()
+    begin, end = "<!-- BEGIN pretrained-table -->", "<!-- END pretrained-table -->"
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        _, tail = rest.split(end, 1)
+        readme.write_text(f"{head}{begin}\n{readme_table(entries)}\n{end}{tail}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", default="", help="comma-separated model names, e.g. digits-gccs,mnist5k-ce")
@@ -88,6 +108,7 @@ def main() -> int:
             print(f"{entry['name']}: test accuracy {entry['test_accuracy']:.4f} ({entry['train_time_s']} s)", flush=True)
             manifest_path.write_text(json.dumps(sorted(manifest.values(), key=lambda e: e["name"]), indent=2) + "\n")
     write_readme(list(manifest.values()))
+    update_readme(list(manifest.values()))
     return 0
 
 
