@@ -375,6 +375,17 @@ def apply_pending() -> None:
         st.session_state[key] = value
 
 
+PERSISTENT_PREFIXES = ("tr_",)
+
+
+def keep_state() -> None:
+    """Keep widget values across pages: Streamlit drops the state of a widget that a run does not draw
+    (another page, or the hidden sidebar in teacher mode); re-assigning detaches it from that clean-up."""
+    for key in list(st.session_state.keys()):
+        if key in URL_KEYS or key.startswith(PERSISTENT_PREFIXES):
+            st.session_state[key] = st.session_state[key]
+
+
 def teacher() -> bool:
     return bool(st.session_state.get("teacher", False))
 

@@ -25,6 +25,7 @@ from app.upload import upload_box  # noqa: E402
 st.set_page_config(page_title="GCCS Explorer", page_icon=":material/hub:", layout="wide")
 common.state_from_url()
 common.apply_pending()
+common.keep_state()
 
 PAGES = {
     "latent": st.Page("app_pages/latent.py", title="Latent space", icon=":material/scatter_plot:", url_path="latent",
@@ -55,8 +56,8 @@ if st.session_state.get("dim") not in (2, 3):
 busy = bool(st.session_state.get("training", False))
 labels = {m.key: m.label for m in models}
 with st.sidebar:
-    st.toggle("Teacher mode", key="teacher", help="Hide the controls and enlarge the plots; the URL keeps it.")
     if not common.teacher():
+        st.toggle("Teacher mode", key="teacher", help="Hide the controls and enlarge the plots; the URL keeps it.")
         st.selectbox("Dataset", datasets, key="dataset", disabled=busy,
                      help="digits and mnist5k ship with the app; torchvision datasets appear once on disk.")
         if keys:
@@ -74,6 +75,9 @@ if common.teacher():
                 ".stPlotlyChart{font-size:1.2rem}</style>", unsafe_allow_html=True)
 
 page.run()
+if common.teacher():
+    st.divider()
+    st.toggle("Teacher mode", key="teacher", help="Switch off to show the controls again.")
 
 # Warm torch, the default models and UMAP after the first page is drawn (once per server process).
 paths = tuple(m.path for m in models if m.key in (left_default, right_default) and m.path)

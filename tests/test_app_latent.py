@@ -88,3 +88,27 @@ def test_good_upload_becomes_selectable(pretrained):
     assert right.startswith("upload:")
     assert any(o.startswith("mine [") and o.endswith("(uploaded)") for o in at.selectbox(key="left").options)
     assert sum("simplex vertices" in names(s) for s in specs(at)) == 2  # the uploaded GCCS model is on the right
+
+
+def test_teacher_mode_can_be_left(pretrained):
+    at = run_app({"teacher": "1"})
+    at.toggle(key="teacher").set_value(False).run()
+    assert not at.exception
+    assert at.query_params["teacher"] == "0"
+    assert {"left", "right", "dataset"} <= {w.key for w in at.selectbox}
+
+
+def test_settings_survive_page_changes_and_teacher_mode(pretrained):
+    at = run_app({"right": "pretrained:digits-gccs"})
+    at.radio(key="method").set_value("pca").run()
+    at.switch_page("app_pages/attack.py").run()
+    at.slider(key="eps").set_value(0.27)
+    at.slider(key="n_samples").set_value(3)
+    at.button(key="run_attack").click().run()  # form values are committed on submit
+    at.switch_page("app_pages/learn.py").run()
+    assert at.session_state["eps"] == 0.27 and at.session_state["method"] == "pca"
+    at.toggle(key="teacher").set_value(True).run()
+    at.switch_page("app_pages/latent.py").run()  # sidebar hidden: its widgets are not drawn
+    assert not at.exception
+    assert at.session_state["right"] == "pretrained:digits-gccs" and at.session_state["method"] == "pca"
+    assert at.query_params["eps"] == "0.27" and at.query_params["teacher"] == "1"
