@@ -357,11 +357,14 @@ def native_attack(
         if attack in ("bim", "mim"):
             restarts, random_start = 1, False
     gen = torch.Generator().manual_seed(int(seed))
-    with torch.no_grad():
-        loss0, z0, s0 = attack_objective(model, x, y, objective, tgt)
+    z0 = s0 = None
+    if record:  # frame 0 of the trajectory: the clean input
+        with torch.no_grad():
+            z0 = model.embed(x)
+            s0 = model.scores_from_latent(z0)
     best_x = x.clone()
-    best_loss = torch.full_like(loss0, float("-inf"))
-    best_succ = torch.zeros_like(loss0, dtype=torch.bool)
+    best_loss = torch.full((x.shape[0],), float("-inf"), device=x.device)
+    best_succ = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
     chosen = torch.full((x.shape[0],), -1, dtype=torch.long)
     runs: list[list[tuple[torch.Tensor, ...]]] = []
     for r in range(restarts):
@@ -379,7 +382,7 @@ def native_attack(
         pred = model(best_x).argmax(1)
     success = _succeeded(pred, y, tgt)
     trajectory = None
-    if record:
+    if record and z0 is not None and s0 is not None:
         trajectory = _build_trajectory(x.cpu(), z0.cpu(), s0.cpu(), runs, chosen)
     return AttackResult(best_x.cpu(), pred.cpu(), success.cpu(), trajectory)
 
