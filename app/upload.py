@@ -24,6 +24,9 @@ def register_upload(name: str, data: bytes) -> common.ModelEntry:
     if not isinstance(dataset, str):
         raise CheckpointError(f"{name}: the metadata does not say which dataset the model was trained on.")
     info = dataset_info(dataset)
+    if dataset not in common.available_datasets():
+        raise CheckpointError(f"{name}: a valid {model.spec.loss} model for {dataset}, but {dataset} is not on disk here "
+                              f"(python -m gccs_core download --dataset {dataset}).")
     if tuple(model.spec.in_shape) != tuple(info.in_shape) or model.num_classes != info.num_classes:
         raise CheckpointError(f"{name}: the model takes {model.spec.in_shape} inputs and {model.num_classes} classes, "
                               f"but {dataset} has {info.in_shape} and {info.num_classes}.")
