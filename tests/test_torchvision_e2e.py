@@ -110,14 +110,14 @@ def test_a_pickle_that_would_run_code_is_refused(tmp_path):
 
 def test_train_one_epoch_on_a_cifar10_folder_through_the_cli(tmp_path):
     data, out = tmp_path / "data", tmp_path / "run"
-    write_cifar10(data)
-    r = cli("train", "--dataset", "cifar10", "--data-root", str(data), "--epochs", "1", "--batch-size", "10",
+    write_cifar10(data, per_batch=2, n_test=4)
+    r = cli("train", "--dataset", "cifar10", "--data-root", str(data), "--epochs", "1", "--batch-size", "5",
             "--augment", "--device", "cpu", "--out", str(out))
     assert r.returncode == 0, r.stderr[-3000:]
     assert "done: gccs on cifar10" in r.stdout and "epoch 1/1" in r.stderr
     model, meta = load_model(out, with_metadata=True)
     assert model.spec.encoder == "resnet18" and meta["class_names"] == CIFAR10_NAMES
-    assert meta["n_train"] == 20 and meta["n_test"] == 8 and meta["config"]["augment"] is True
+    assert meta["n_train"] == 10 and meta["n_test"] == 4 and meta["config"]["augment"] is True
     test = load_dataset("cifar10", "test", data)
     assert meta["metrics"]["test_accuracy"] == pytest.approx(float((model.predict(test.x) == test.y).float().mean()))
 
@@ -149,3 +149,13 @@ def test_fp16_without_cuda_is_a_one_line_error(tmp_path, capsys):
     line = _one_line_error(capsys, "train", "--dataset", "digits", "--device", "cpu", "--amp", "fp16",
                            "--out", str(tmp_path / "o"))
     assert "amp='fp16' needs a CUDA device" in line
+
+
+def test_bf16_autocast_on_cpu_trains_close_to_float32():
+    from gccs_core import TrainConfig, train
+
+    common = dict(dataset="digits", loss="gccs", epochs=2, limit_train=256, batch_size=64, seed=0, device="cpu")
+    fp32, bf16 = train(TrainConfig(**common)), train(TrainConfig(amp="bf16", **common))
+    assert bf16.history[0]["train_loss"] != fp32.history[0]["train_loss"]  # the encoder really ran in bfloat16
+    assert all(torch.isfinite(p).all() and p.dtype == torch.float32 for p in bf16.model.parameters())
+    assert bf16.metrics["test_accuracy"] > 0.8 and abs(bf16.metrics["test_accuracy"] - fp32.metrics["test_accuracy"]) < 0.05
