@@ -236,3 +236,25 @@ def test_snapshots_bound_memory_and_validate():
         LatentSnapshots(model_x, every=0)
     with pytest.raises(ValueError, match="no snapshots"):
         LatentSnapshots(model_x).stacked()
+
+
+def test_shipped_projections_match_the_shipped_checkpoints():
+    """Every pretrained model has a projection file made from exactly that checkpoint (else the app's
+    first paint falls back to torch); rerun scripts/make_projections.py after retraining."""
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    sys.path.insert(0, str(root))
+    from app.common import file_sha256, view_samples
+
+    checkpoints = sorted((root / "pretrained").glob("*.safetensors"))
+    if not checkpoints:
+        pytest.skip("no pretrained models in this checkout")
+    for ckpt in checkpoints:
+        npz = root / "pretrained" / "projections" / f"{ckpt.stem}.npz"
+        assert npz.exists(), f"{npz.name} missing: run scripts/make_projections.py"
+        view = load_view(npz)
+        assert str(view["checkpoint_sha256"]) == file_sha256(str(ckpt)), f"{npz.name} is stale"
+        assert len(view["idx"]) == view_samples(str(view["dataset"]))
+        assert {"coords/simplex", "coords/pca", "coords/lda", "ellipse/simplex"} <= set(view)
