@@ -78,12 +78,21 @@ def test_latent_page_draws_both_models_and_inspects_a_point(page, server):
     assert "class means" in right
     SHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SHOTS / "latent.png"))
-    # click one point: its image, label, prediction and distances appear
-    box = page.locator(f".st-key-latent_left {PLOT_POINTS}").nth(5).bounding_box()
-    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
-    page.wait_for_timeout(300)  # plotly picks the hovered point, then the click selects it
-    page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
-    page.wait_for_selector("text=predicts", timeout=30_000)
+    # click one point: its image, label, prediction and distances appear (retry on another point if the
+    # first click lands on a star or a legend entry instead of a sample)
+    points = page.locator(f".st-key-latent_left {PLOT_POINTS}")
+    for i in (5, 60, 120, 180, 240):
+        box = points.nth(i).bounding_box()
+        page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+        page.wait_for_timeout(300)  # plotly picks the hovered point, then the click selects it
+        page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+        try:
+            page.wait_for_selector("text=predicts", timeout=8_000)
+            break
+        except playwright_api.TimeoutError:
+            continue
+    else:
+        raise AssertionError("clicking points never showed the sample panel")
     wait_script_idle(page)
     assert_clean(page)
     assert page.locator("[data-testid='stImage']").count() >= 1
