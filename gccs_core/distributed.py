@@ -89,7 +89,10 @@ def setup(device: torch.device) -> DistContext:
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
     if owns:
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+        if device.type == "cuda":  # binding the GPU up front lets NCCL set up eagerly (and barriers use the right GPU)
+            dist.init_process_group(backend="nccl", device_id=device)
+        else:
+            dist.init_process_group(backend="gloo")
         world, rank = dist.get_world_size(), dist.get_rank()
     return DistContext(device, rank, world, owns)
 
