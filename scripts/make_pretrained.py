@@ -32,13 +32,31 @@ def plan() -> dict[str, str]:
     return {f"{ds}-{loss}": f"python -m gccs_core train {args} --loss {loss}" for ds, args in RECIPES.items() for loss in LOSSES}
 
 
-def run_one(name: str, command: str, runs: Path) -> dict:
+def already_made(out: Path, argv: list[str]) -> bool:
+    """True when ``out`` holds a finished run whose stored config is exactly what ``argv`` asks for."""
+    from gccs_core.cli import _config_from_args, build_parser
+
+    meta_path = out / "metadata.json"
+    if not meta_path.exists():
+        return False
+    meta = json.loads(meta_path.read_text())
+    wanted = _config_from_args(build_parser().parse_args(argv[2:])).to_dict()
+    if meta.get("metrics", {}).get("epochs_done") != wanted["epochs"]:
+        return False
+    from gccs_core import TrainConfig
+
+    stored = TrainConfig.from_dict({**meta["config"], "device": wanted["device"]}).to_dict()  # fills newer defaults
+    return stored == wanted
+
+
+def run_one(name: str, command: str, runs: Path, reuse: bool = False) -> dict:
     out = runs / name
-    if out.exists():
-        shutil.rmtree(out)
     argv = shlex.split(command)[1:] + ["--out", str(out), "--quiet"]
-    env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
-    subprocess.run([sys.executable, *argv], check=True, cwd=ROOT, env=env)
+    if not (reuse and already_made(out, argv)):
+        if out.exists():
+            shutil.rmtree(out)
+        env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
+        subprocess.run([sys.executable, *argv], check=True, cwd=ROOT, env=env)
     meta = json.loads((out / "metadata.json").read_text())
     shutil.copyfile(out / "model.safetensors", PRETRAINED / f"{name}.safetensors")
     return {"name": name, "file": f"{name}.safetensors", "command": command,
@@ -91,6 +109,8 @@ def main() -> int:
     parser.add_argument("--only", default="", help="comma-separated model names, e.g. digits-gccs,mnist5k-ce")
     parser.add_argument("--jobs", type=int, default=1, help="training runs at once (each uses one thread)")
     parser.add_argument("--runs", default=str(ROOT / "runs" / "pretrained"))
+    parser.add_argument("--reuse", action="store_true",
+                        help="skip training where the run folder already holds a finished run of exactly this command")
     a = parser.parse_args()
     todo = plan()
     if a.only:
@@ -103,7 +123,7 @@ def main() -> int:
     manifest_path = PRETRAINED / "manifest.json"
     manifest = {e["name"]: e for e in json.loads(manifest_path.read_text())} if manifest_path.exists() else {}
     with ThreadPoolExecutor(max_workers=a.jobs) as pool:
-        for entry in pool.map(lambda kv: run_one(kv[0], kv[1], Path(a.runs)), todo.items()):
+        for entry in pool.map(lambda kv: run_one(kv[0], kv[1], Path(a.runs), a.reuse), todo.items()):
             manifest[entry["name"]] = entry
             print(f"{entry['name']}: test accuracy {entry['test_accuracy']:.4f} ({entry['train_time_s']} s)", flush=True)
             manifest_path.write_text(json.dumps(sorted(manifest.values(), key=lambda e: e["name"]), indent=2) + "\n")
