@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import numpy as np
@@ -74,6 +75,7 @@ def _attack(key: str, mtime: float, dataset: str, idx: tuple[int, ...], attack: 
 
 def run(entries: list[common.ModelEntry], pool_view: dict[str, Any], method: str) -> dict[str, Any]:
     """Attack the chosen samples on every model and build the animation; everything the page draws."""
+    t0 = time.perf_counter()
     idx = choose_samples(pool_view)
     pos = np.searchsorted(pool_view["idx"], idx)
     y = np.asarray(pool_view["y"])[pos]
@@ -106,12 +108,41 @@ def run(entries: list[common.ModelEntry], pool_view: dict[str, Any], method: str
     what = ATTACK_CHOICES[choice] + (f" → {names[target]}" if target is not None else "")
     summary = (f"{what}, eps={eps:g}, {steps} steps, objective {OBJECTIVE_LABELS[objective]}, {len(idx)} samples; "
                "points are coloured by the current prediction; a thick black ring = misclassified.")
-    return {"figure": fig, "panels": panels, "flips": flips, "idx": idx, "y": y, "eps": eps, "n_frames": n_frames,
+    seconds = time.perf_counter() - t0
+    common._log.info("GCCS attack ready in %.3f s (%d samples, %d models, %d frames)", seconds, len(idx), len(panels), n_frames)
+    return {"figure": fig, "panels": panels, "seconds": seconds,
+            "flips": flips, "idx": idx, "y": y, "eps": eps, "n_frames": n_frames,
             "summary": summary, "method": method, "keys": [e.key for e in entries], "objective": objective,
             "attack": attack, "steps": steps}
 
 
-SUITE_LABEL = {"fgsm": "fgsm"}
+def preview(entries: list[common.ModelEntry], pool_view: dict[str, Any], method: str) -> Any | None:
+    """The chosen samples, clean, on both models (one frame), from the views' stored coordinates.
+
+    Drawn before any attack so the page already holds its chart: the attack's animation then replaces
+    it in place instead of mounting plotly from scratch. None when a view lacks ``method``.
+    """
+    try:
+        idx = choose_samples(pool_view)
+    except ValueError:
+        return None
+    panels = []
+    for entry in entries:
+        view = common.get_view(entry, "simplex" if method == "umap" else method)
+        if f"coords/{method}" not in view:
+            return None
+        pos = np.searchsorted(view["idx"], idx)
+        coords = np.asarray(view[f"coords/{method}"])
+        title = f"{entry.label} · {entry.loss}: {len(idx)} samples before the attack"
+        panels.append({"title": title, "frames": coords[pos][None],
+                       "pred": np.asarray(view["pred"])[pos][None], "y": np.asarray(view["y"])[pos],
+                       "protos": np.asarray(view[f"proto_coords/{method}"]), "kind": str(view["prototype_kind"]),
+                       "background": coords, "background_y": np.asarray(view["y"]),
+                       "ellipses": view.get(f"ellipse/{method}")})
+    names = [str(c) for c in pool_view["class_names"]]
+    return figures.animation_figure(panels, names, ["clean"], "pred", common.plot_height())
+
+
 
 
 @st.cache_data(max_entries=8, show_spinner=False)

@@ -153,9 +153,13 @@ def _range(*arrays: np.ndarray, pad: float = 0.08) -> tuple[list[float], list[fl
     return [float(lo[0]), float(hi[0])], [float(lo[1]), float(hi[1])]
 
 
-def _trails(frames: np.ndarray, t: int) -> tuple[np.ndarray, np.ndarray]:
-    """Paths of every sample from frame 0 to frame t, as one line trace with NaN gaps (float32 arrays)."""
-    seg = frames[: t + 1]  # (t+1, N, 2)
+TRAIL_STEPS = 4
+"""Frames of recent path drawn behind each moving point; the whole path is drawn once, faintly."""
+
+
+def _paths(frames: np.ndarray, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+    """Paths of every sample from frame ``start`` to ``stop`` (inclusive), one line trace with NaN gaps (float32)."""
+    seg = frames[start : stop + 1]  # (L, N, 2)
     gap = np.full((1, seg.shape[1], 2), np.nan, dtype=np.float32)
     path = np.concatenate([seg.astype(np.float32), gap]).transpose(1, 0, 2).reshape(-1, 2)
     return path[:, 0], path[:, 1]
@@ -180,9 +184,9 @@ def animation_figure(panels: Sequence[dict[str, Any]], class_names: Sequence[str
         frames, pred, y = p["frames"], p["pred"], p["y"]
         colour_cls = pred[t] if colour_by == "pred" else y
         out = []
-        if trails:
-            xs, ys = _trails(frames, t)
-            out.append(go.Scatter(x=xs, y=ys, mode="lines", line={"color": "rgba(60,60,60,0.35)", "width": 1},
+        if trails:  # the last TRAIL_STEPS steps: frames stay small (O(T N), not O(T^2 N))
+            xs, ys = _paths(frames, max(0, t - TRAIL_STEPS), t)
+            out.append(go.Scatter(x=xs, y=ys, mode="lines", line={"color": "rgba(40,40,40,0.55)", "width": 1.5},
                                   name=f"trails {col}", hoverinfo="skip", showlegend=False))
         # Numeric colours (class index on a discrete colour scale) and outline widths: numpy arrays are validated
         # and serialised far faster than per-point strings or symbols, which matters with many frames.
@@ -208,6 +212,10 @@ def animation_figure(panels: Sequence[dict[str, Any]], class_names: Sequence[str
                 fig.add_trace(tr, row=1, col=col)
         for tr in prototype_traces(p["protos"], p["kind"], names, xa, ya):
             fig.add_trace(tr, row=1, col=col)
+        if trails and len(p["frames"]) > 1:
+            px, py = _paths(p["frames"], 0, len(p["frames"]) - 1)
+            fig.add_trace(go.Scatter(x=px, y=py, mode="lines", line={"color": "rgba(60,60,60,0.15)", "width": 0.8},
+                                     name=f"paths {col}", hoverinfo="skip", showlegend=False), row=1, col=col)
         start = len(fig.data)
         for tr in moving_data(p, 0, col):
             fig.add_trace(tr, row=1, col=col)

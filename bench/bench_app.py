@@ -4,8 +4,10 @@
    (latent page, pretrained GCCS + cross-entropy, shipped projections) and for a bare one-chart
    Streamlit app (one plotly scatter of as many points) measured the same way, alternating, in the same run.
 2. Attack animation: after the background warm-up, from the click on "Run attack" (100 samples, PGD,
-   20 steps, two models; a fresh eps each time so no cache helps) to the animation's points painted.
-3. Memory: RSS of the server with that one session, at the end.
+   20 steps, two models; a fresh eps each time so no cache helps) to the animation's points painted;
+   plus the server's share (attacks + projection + figure, from the app's log).
+3. Memory: RSS of the server with that one session after the attacks, and again after the session
+   switched to UMAP and ran an attack in the UMAP view (UMAP import + compile + fit).
 
     NUMBA_CACHE_DIR=.numba_cache python bench/bench_app.py --repeats 3 --out bench/app_results.json
 """
@@ -35,6 +37,11 @@ xy = rng.standard_normal((720, 2)).astype(np.float32)
 st.plotly_chart(go.Figure(go.Scatter(x=xy[:, 0], y=xy[:, 1], mode="markers")))
 '''
 PAINTED = ".js-plotly-plot .scatterlayer .trace .point"
+ANIMATION_READY = """() => {
+  const el = document.querySelector('.st-key-attack_anim .js-plotly-plot');
+  return !!el && !!el._transitionData && el._transitionData._frames.length > 1
+      && el.querySelectorAll('.scatterlayer .trace .point').length > 0;
+}"""
 
 
 def time_to_first_paint(playwright, script: Path, env: dict[str, str], log: Path) -> tuple[float, object, str]:  # type: ignore[no-untyped-def]
@@ -58,13 +65,14 @@ def wait_warm(log: Path, timeout: float = 300.0) -> float:
     raise TimeoutError("the app's warm-up did not finish")
 
 
-def attack_latency(page, url: str, eps: float, n: int) -> float:  # type: ignore[no-untyped-def]
-    page.goto(f"{url}/attack?eps={eps}&n_samples={n}&steps=20&attack=pgd&samples=random")
+def attack_latency(page, url: str, eps: float, n: int, extra: str = "") -> float:  # type: ignore[no-untyped-def]
+    page.goto(f"{url}/attack?eps={eps}&n_samples={n}&steps=20&attack=pgd&samples=random{extra}")
     wait_script_idle(page)
     button = page.locator(".st-key-run_attack button")
     t0 = time.perf_counter()
     button.click()
-    page.wait_for_selector(f".st-key-attack_anim {PAINTED}", timeout=120_000)
+    # the page shows a one-frame preview before the click: wait for the animation (frames > 1), then its points
+    page.wait_for_function(ANIMATION_READY, timeout=300_000)
     elapsed = time.perf_counter() - t0
     wait_script_idle(page)
     return elapsed
@@ -96,8 +104,21 @@ def main(argv: list[str] | None = None) -> int:
                         lat = attack_latency(page, url, round(0.1 + 0.01 * i, 2), args.samples)
                         results["attack_anim_s"].append(round(lat, 3))  # type: ignore[union-attr]
                         print(f"attack animation ({args.samples} samples, 2 models): {lat:.2f} s", flush=True)
+                    server = [float(line.split("ready in ")[1].split()[0]) for line in log.read_text().splitlines()
+                              if "GCCS attack ready in" in line]
+                    results["attack_server_s"] = server
+                    print(f"server side (attacks + projection + figure): {server}", flush=True)
                     results["server_rss_mb"] = round(rss_mb(proc.pid), 0)
                     print(f"server RSS with one session: {results['server_rss_mb']} MB", flush=True)
+                    # then the same session uses UMAP (latent page + an attack in the UMAP view)
+                    page.goto(f"{url}/?method=umap")
+                    page.wait_for_selector(PAINTED, timeout=120_000)
+                    t0 = time.perf_counter()
+                    lat = attack_latency(page, url, 0.15, args.samples, extra="&method=umap")
+                    results["umap_attack_anim_s"] = round(lat, 2)
+                    results["umap_attack_incl_compile_s"] = round(time.perf_counter() - t0, 1)
+                    results["server_rss_after_umap_mb"] = round(rss_mb(proc.pid), 0)
+                    print(f"UMAP attack {lat:.2f} s; RSS after UMAP: {results['server_rss_after_umap_mb']} MB", flush=True)
                 browser.close()
                 stop_server(proc)
     bare_m = statistics.median(results["bare_first_paint_s"])  # type: ignore[arg-type]

@@ -45,11 +45,14 @@ if run or st.session_state.pop("autorun_attack", False):
 out = st.session_state.get("attack_out")
 if out is None:
     st.info("Choose the settings and press **Run attack**; the samples then move through latent space, for both models.")
+    fig = attacking.preview(entries, pool_view, method)
+    if fig is not None:
+        st.plotly_chart(fig, key="attack_anim", width="stretch", config={"displaylogo": False})
     st.stop()
 if out["method"] != method or out["keys"] != [e.key for e in entries]:
     st.caption("Settings in the sidebar changed since this run; press Run attack to refresh.")
 
-st.caption(out["summary"])
+st.caption(out["summary"] + f" Computed in {out['seconds']:.2f} s.")
 st.plotly_chart(out["figure"], key="attack_anim", width="stretch", config={"displaylogo": False})
 if out["method"] == "umap":
     st.caption("UMAP positions of attacked points are approximate (placed among the clean points they resemble).")
