@@ -98,8 +98,13 @@ def setup(device: torch.device) -> DistContext:
 
 
 def teardown(ctx: DistContext) -> None:
-    """Leave the process group if ``setup`` created it."""
+    """Leave the process group if ``setup`` created it, once every process got here (rank 0 has written its files).
+
+    The barrier keeps a process from tearing its connections down while another still talks to it (gloo
+    can abort a process that exits with communication in flight).
+    """
     if ctx.owns_group and dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
 
 

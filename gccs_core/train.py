@@ -320,10 +320,9 @@ def train(
     callbacks and writes files.
     """
     ctx = distributed.setup(resolve_device(config.device))
-    try:
-        return _train(config, list(callbacks or []), out_dir, resume, ctx)
-    finally:
-        distributed.teardown(ctx)
+    result = _train(config, list(callbacks or []), out_dir, resume, ctx)
+    distributed.teardown(ctx)  # after success only: a process that failed must not wait for the others (torchrun ends them)
+    return result
 
 
 def _train(
