@@ -195,6 +195,8 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--restarts", type=int, default=1)
     p.add_argument("--square-queries", type=int, default=300, help="Square iterations (on white-box survivors)")
     p.add_argument("--square-on-all", action="store_true", help="run Square on every example and report its accuracy")
+    p.add_argument("--apgd-on-survivors", action="store_true",
+                   help="run APGD only on the examples our attacks did not break (same worst case, much cheaper)")
     p.add_argument("--attacks", default=None, help="comma-separated subset of the suite (default: all)")
     p.add_argument("--min-l2", default="deepfool", help="deepfool, cw, both or none")
     p.add_argument("--min-l2-n", type=int, default=100, help="examples for the median minimal L2 perturbation")
@@ -220,7 +222,8 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     min_l2 = None if a.min_l2 == "none" else a.min_l2
     report = evaluate_checkpoint(
         a.checkpoint, eps, norm=a.norm, n=a.n, split=a.split, dataset=a.dataset, data_root=a.data_root, steps=a.steps,
-        restarts=a.restarts, square_queries=a.square_queries, square_on_all=a.square_on_all, attacks=attacks, min_l2=min_l2,
+        restarts=a.restarts, square_queries=a.square_queries, square_on_all=a.square_on_all,
+        apgd_on_all=not a.apgd_on_survivors, attacks=attacks, min_l2=min_l2,
         min_l2_n=a.min_l2_n, seed=a.seed, device=a.device,
         batch_size=a.batch_size, progress=not a.quiet,
     )
@@ -250,6 +253,7 @@ def _add_attack(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--split", default="test")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--save", default=None, help="write x_adv, pred, success (and the trajectory) to this .safetensors file")
+    p.add_argument("--device", choices=DEVICES, default="auto", help="auto: cuda, then mps, then cpu")
 
 
 def cmd_attack(a: argparse.Namespace) -> int:
@@ -259,15 +263,18 @@ def cmd_attack(a: argparse.Namespace) -> int:
     from .attacks import run_attack
     from .checkpoint import load_model
     from .data import load_dataset
+    from .train import resolve_device
 
     if a.n < 1:
         raise ValueError(f"--n={a.n} is invalid: it must be an integer >= 1.")
     model, meta = load_model(a.checkpoint, with_metadata=True)
+    device = resolve_device(a.device)
+    model.to(device)
     ds = load_dataset(meta.get("dataset") or "", a.split, limit=a.n)
     res = run_attack(model, ds.x, ds.y, a.attack, eps=a.eps, steps=a.steps, norm=a.norm, objective=a.objective,
                      target=a.target, step_size=a.step_size, restarts=a.restarts, record=a.save is not None, seed=a.seed)
     delta = (res.x_adv - ds.x).flatten(1)
-    clean = float((model.predict(ds.x) == ds.y).float().mean())
+    clean = float((model.predict(ds.x.to(device)).cpu() == ds.y).float().mean())
     kind = f"targeted to class {a.target}" if a.target is not None else "untargeted"
     print(f"{a.attack} ({kind}, {a.norm} eps={a.eps:g}, objective={a.objective}) on {len(ds)} {ds.name} {a.split} examples")
     print(f"clean accuracy {clean:.4f}  adversarial accuracy {float((res.pred == ds.y).float().mean()):.4f}  "
