@@ -88,3 +88,27 @@ def test_shards_of_a_global_batch_are_contiguous_and_cover_it():
     parts = [shard(idx, DistContext(torch.device("cpu"), r, 2)) for r in range(2)]
     assert [len(p) for p in parts] == [12, 11] and torch.equal(torch.cat(parts), idx)
     assert shard(idx, DistContext(torch.device("cpu"))) is idx
+
+
+def test_global_batchnorm_swaps_in_and_out_sharing_parameters_and_statistics():
+    from torch import nn
+
+    from gccs_core.distributed import GlobalBatchNorm, global_batchnorm
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(4 * 6 * 6, 5), nn.BatchNorm1d(5))
+    ref = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    x = torch.randn(8, 3, 8, 8)
+    expected = net(x).detach()  # plain batch norm, training mode
+    stats = [m.running_mean.clone() for m in ref]
+    with torch.no_grad():
+        for m, s in zip(ref, stats):
+            m.running_mean.copy_(s * 0)  # start again from zero running means
+    undo = global_batchnorm(net, torch.device("cpu"))
+    swapped = [m for m in net.modules() if isinstance(m, GlobalBatchNorm)]
+    assert len(swapped) == 2 and all(a.weight is b.weight and a.running_mean is b.running_mean for a, b in zip(swapped, ref))
+    torch.testing.assert_close(net(x), expected)  # outside a process group: plain batch norm
+    undo()
+    assert [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)] == ref
+    for m, s in zip(ref, stats):
+        torch.testing.assert_close(m.running_mean, s)  # the update made through the swapped layer is kept
