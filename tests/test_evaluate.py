@@ -232,3 +232,16 @@ def test_undefended_ce_mnist5k_is_broken_at_eps_03():
                               steps=20)
     assert rep.clean_accuracy > 0.9
     assert rep.results[0]["worst_case"] <= 0.02
+
+
+def test_apgd_on_survivors_keeps_the_worst_case(digits_ce_model, digits_test):
+    x, y = digits_test.x[:60], digits_test.y[:60]
+    kw = {"attacks": ["fgsm", "apgd-dlr"], "min_l2": None, "steps": 10}
+    full = evaluate_robustness(digits_ce_model, x, y, [0.1], **kw)
+    cheap = evaluate_robustness(digits_ce_model, x, y, [0.1], apgd_on_all=False, **kw)
+    rf, rc = full.results[0], cheap.results[0]
+    assert "apgd-dlr" in rf and "apgd-dlr" not in rc and rc["apgd-dlr_extra"] >= 0
+    assert rc["fgsm"] == rf["fgsm"]
+    assert rc["worst_case"] == pytest.approx(rc["fgsm"] - rc["apgd-dlr_extra"] / 60)
+    assert abs(rc["worst_case"] - rf["worst_case"]) <= 0.05  # same attacks, same worst case up to ART's randomness
+    assert cheap.attacks["apgd-dlr"]["on"] == "survivors"
