@@ -13,7 +13,8 @@ import os
 import struct
 import threading
 import time
-from dataclasses import dataclass
+import uuid
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,12 @@ def pretrained_dir() -> Path:
 def user_models_dir() -> Path:
     """Folder where models trained in the app are saved: ``$GCCS_USER_MODELS`` or ``<repo>/user_models``."""
     return Path(os.environ.get("GCCS_USER_MODELS", ROOT / "user_models"))
+
+
+def session_models_dir() -> Path:
+    """This browser session's own folder under ``user_models_dir()``: no session sees another's trained models."""
+    owner = st.session_state.setdefault("_models_owner", uuid.uuid4().hex[:12])
+    return user_models_dir() / owner
 
 
 def data_root() -> Path:
@@ -107,7 +114,7 @@ def _entry_from_file(path: Path, source: str, name: str) -> ModelEntry | None:
         return None  # a half-written or foreign file is simply not offered
 
 
-@st.cache_data(ttl=5, max_entries=4, show_spinner=False)
+@st.cache_data(ttl=5, max_entries=32, show_spinner=False)
 def _scan_models(pretrained: str, user: str) -> list[ModelEntry]:
     entries = []
     for path in sorted(Path(pretrained).glob("*.safetensors")):
@@ -116,14 +123,14 @@ def _scan_models(pretrained: str, user: str) -> list[ModelEntry]:
             entries.append(e)
     for path in sorted(Path(user).glob("*/model.safetensors"), key=lambda p: p.stat().st_mtime, reverse=True):
         e = _entry_from_file(path, "user", path.parent.name)
-        if e:
-            entries.append(e)
+        if e:  # the key names the session's folder too: global caches keyed on it never mix two sessions' models
+            entries.append(replace(e, key=f"user:{Path(user).name}/{e.name}"))
     return entries
 
 
 def list_models(dataset: str | None = None) -> list[ModelEntry]:
     """Every model on offer (for ``dataset`` if given): pretrained first, then user models, then uploads."""
-    entries = list(_scan_models(str(pretrained_dir()), str(user_models_dir())))
+    entries = list(_scan_models(str(pretrained_dir()), str(session_models_dir())))
     entries += list(st.session_state.get("uploads", {}).values())
     return [e for e in entries if dataset is None or e.dataset == dataset]
 
@@ -210,7 +217,15 @@ def get_model(entry: ModelEntry) -> Any:
     """The model of ``entry`` in eval mode. Shared and read-only: never call ``.train()`` on it."""
     if entry.source == "upload":
         return _uploaded_model(entry.key)
+    if entry.source == "user":
+        return _session_model_file(entry.path, _mtime(entry.path))
     return _load_model_file(entry.path, _mtime(entry.path))
+
+
+@st.cache_resource(max_entries=4, show_spinner=False, scope="session")
+def _session_model_file(path: str, mtime: float) -> Any:
+    """A model trained in this session: cached with the session, released when it ends."""
+    return _load_model_file.__wrapped__(path, mtime)
 
 
 @st.cache_resource(max_entries=4, show_spinner=False, scope="session")

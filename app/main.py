@@ -66,7 +66,8 @@ with st.sidebar:
         st.radio("Projection", list(common.METHOD_LABELS), key="method", format_func=common.METHOD_LABELS.get,
                  disabled=busy, help="Simplex view, PCA and LDA are exact linear maps; UMAP is approximate.")
         st.radio("Dimensions", [2, 3], key="dim", horizontal=True, disabled=busy, format_func=lambda d: f"{d}-D")
-        with st.expander("Upload a model"):
+        # The uploader is drawn only on request: the first page then loads fewer frontend components.
+        if st.toggle("Upload a model", key="show_upload", disabled=busy):
             upload_box(disabled=busy)
 common.state_to_url()
 

@@ -51,7 +51,7 @@ def config_from_state() -> dict[str, Any]:
 
 
 def _unique_dir(name: str) -> Any:
-    base = common.user_models_dir()
+    base = common.session_models_dir()
     out, i = base / name, 2
     while out.exists():
         out, i = base / f"{name}-{i}", i + 1
@@ -101,10 +101,12 @@ def run_training(request: dict[str, Any] | None) -> None:
                 self.draw()
 
         def draw(self) -> None:
+            n = len(self.steps)  # unique keys: a redraw never collides with an earlier element of this run
             c1, c2 = chart.container().columns(2)
-            c1.plotly_chart(figures.line_figure(self.steps, {"loss": self.loss}, "training loss", "step", "loss", 250))
+            c1.plotly_chart(figures.line_figure(self.steps, {"loss": self.loss}, "training loss", "step", "loss", 250),
+                            key=f"live_loss_{n}")
             c2.plotly_chart(figures.line_figure(self.steps, {"batch accuracy": self.acc}, "batch accuracy", "step",
-                                                "accuracy", 250, [0, 1.02]))
+                                                "accuracy", 250, [0, 1.02]), key=f"live_acc_{n}")
 
     t0 = time.perf_counter()
     try:
@@ -128,7 +130,7 @@ def run_training(request: dict[str, Any] | None) -> None:
                                    "label", common.plot_height(), trails=False, duration_ms=600)
     common._scan_models.clear()  # the new model is selectable at once
     st.session_state["train_result"] = {
-        "name": out_dir.name, "key": f"user:{out_dir.name}", "dataset": cfg.dataset, "loss": cfg.loss,
+        "name": out_dir.name, "key": f"user:{out_dir.parent.name}/{out_dir.name}", "dataset": cfg.dataset, "loss": cfg.loss,
         "history": result.history, "test_accuracy": result.metrics["test_accuracy"], "epochs": len(result.history),
         "seconds": time.perf_counter() - t0, "figure": fig, "panel": {"kind": kind}}
     st.rerun()  # unlock the controls and show the result

@@ -36,6 +36,25 @@ rng = np.random.default_rng(0)
 xy = rng.standard_normal((720, 2)).astype(np.float32)
 st.plotly_chart(go.Figure(go.Scatter(x=xy[:, 0], y=xy[:, 1], mode="markers")))
 '''
+BARE_ANIMATION_APP = '''
+import numpy as np
+import plotly.graph_objects as go
+import streamlit as st
+from plotly.subplots import make_subplots
+
+n, steps = int(st.query_params.get("n_samples", 100)), 21
+seed = int(float(st.query_params.get("eps", 0.1)) * 1000)
+clicked = st.button("Run", key="run_attack")
+rng = np.random.default_rng(seed)
+paths = np.cumsum(rng.standard_normal((steps if clicked else 1, 2, n, 2)).astype(np.float32), axis=0)
+fig = make_subplots(rows=1, cols=2)
+for c in (1, 2):
+    fig.add_trace(go.Scatter(x=paths[0, c - 1, :, 0], y=paths[0, c - 1, :, 1], mode="markers"), row=1, col=c)
+fig.frames = [go.Frame(name=str(t), traces=[0, 1], data=[go.Scatter(x=paths[t, c, :, 0], y=paths[t, c, :, 1],
+              mode="markers", marker={"color": rng.integers(0, 10, n).astype(np.float32)}) for c in (0, 1)])
+              for t in range(len(paths))]
+st.plotly_chart(fig, key="attack_anim")
+'''
 PAINTED = ".js-plotly-plot .scatterlayer .trace .point"
 ANIMATION_READY = """() => {
   const el = document.querySelector('.st-key-attack_anim .js-plotly-plot');
@@ -65,8 +84,8 @@ def wait_warm(log: Path, timeout: float = 300.0) -> float:
     raise TimeoutError("the app's warm-up did not finish")
 
 
-def attack_latency(page, url: str, eps: float, n: int, extra: str = "") -> float:  # type: ignore[no-untyped-def]
-    page.goto(f"{url}/attack?eps={eps}&n_samples={n}&steps=20&attack=pgd&samples=random{extra}")
+def attack_latency(page, url: str, eps: float, n: int, extra: str = "", path: str = "/attack") -> float:  # type: ignore[no-untyped-def]
+    page.goto(f"{url}{path}?eps={eps}&n_samples={n}&steps=20&attack=pgd&samples=random{extra}")
     wait_script_idle(page)
     button = page.locator(".st-key-run_attack button")
     t0 = time.perf_counter()
@@ -89,6 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="gccs-bench-"))
     bare = tmp / "bare_app.py"
     bare.write_text(BARE_APP)
+    bare_anim = tmp / "bare_animation_app.py"
+    bare_anim.write_text(BARE_ANIMATION_APP)
     env = {"GCCS_USER_MODELS": str(tmp / "user_models")}
     results: dict[str, object] = {"bare_first_paint_s": [], "app_first_paint_s": [], "attack_anim_s": []}
     with sync_playwright() as pw:
@@ -121,10 +142,21 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"UMAP attack {lat:.2f} s; RSS after UMAP: {results['server_rss_after_umap_mb']} MB", flush=True)
                 browser.close()
                 stop_server(proc)
+        # reference: a bare Streamlit app whose button draws a plotly animation of the same shape (2 panels,
+        # 100 moving points, 21 frames) from random numbers, measured the same way (no torch, no attack)
+        proc, url = start_server(bare_anim, env=env, log=tmp / "bare-anim.log")
+        browser = launch_browser(pw)
+        page = browser.new_page(viewport={"width": 1500, "height": 1000})
+        results["bare_animation_s"] = [round(attack_latency(page, url, round(0.1 + 0.01 * i, 2), args.samples, path=""), 3)
+                                       for i in range(3)]
+        print(f"bare animation app: {results['bare_animation_s']}", flush=True)
+        browser.close()
+        stop_server(proc)
     bare_m = statistics.median(results["bare_first_paint_s"])  # type: ignore[arg-type]
     app_m = statistics.median(results["app_first_paint_s"])  # type: ignore[arg-type]
     results.update({"bare_median_s": bare_m, "app_median_s": app_m, "ratio": round(app_m / bare_m, 2),
                     "attack_anim_median_s": statistics.median(results["attack_anim_s"]),  # type: ignore[arg-type]
+                    "bare_animation_median_s": statistics.median(results["bare_animation_s"]),  # type: ignore[arg-type]
                     "samples": args.samples, "repeats": args.repeats})
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results, indent=2))

@@ -71,6 +71,7 @@ def test_url_state_and_teacher_mode(pretrained):
 
 def test_bad_upload_gets_a_clear_message_and_the_app_keeps_working(pretrained):
     at = run_app()
+    at.toggle(key="show_upload").set_value(True).run()
     at.file_uploader(key="upload_file").set_value(("bad.safetensors", b"\x09\x00\x00\x00\x00\x00\x00\x00{not json", None))
     at.run()
     assert not at.exception
@@ -80,6 +81,7 @@ def test_bad_upload_gets_a_clear_message_and_the_app_keeps_working(pretrained):
 
 def test_good_upload_becomes_selectable(pretrained):
     at = run_app()
+    at.toggle(key="show_upload").set_value(True).run()
     data = pretrained["gccs"].read_bytes()
     at.file_uploader(key="upload_file").set_value(("mine.safetensors", data, None))
     at.run()
