@@ -4,6 +4,8 @@ import sys
 
 import pytest
 
+from gccs_core.cli import main
+
 ENV = dict(os.environ, OMP_NUM_THREADS="1")
 
 
@@ -39,22 +41,31 @@ def test_train_then_info_then_resume(tmp_path):
         (["info", "does/not/exist.safetensors"], "does not exist"),
     ],
 )
-def test_bad_arguments_give_a_one_line_error(args, needle, tmp_path):
-    r = cli(*args, cwd=tmp_path)
-    assert r.returncode == 2
-    lines = [ln for ln in r.stderr.strip().splitlines() if ln.strip()]
-    assert len(lines) == 1, r.stderr
+def test_bad_arguments_give_a_one_line_error(args, needle, tmp_path, monkeypatch, capsys):
+    """In-process through cli.main (what `python -m gccs_core` runs); one real subprocess test is below."""
+    monkeypatch.chdir(tmp_path)
+    try:
+        code = main(args)
+    except SystemExit as exit_:  # argparse's own errors
+        code = exit_.code
+    err = capsys.readouterr().err
+    assert code == 2
+    lines = [ln for ln in err.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1, err
     assert needle in lines[0]
+    assert not (tmp_path / "x").exists()  # nothing was started
 
 
-def test_corrupted_checkpoint_is_a_one_line_error(tmp_path):
+def test_the_real_command_line_reports_a_corrupted_checkpoint_in_one_line(tmp_path):
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all}")
     r = cli("info", str(bad))
     assert r.returncode == 2 and "header is not valid JSON" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
 
 
-@pytest.mark.parametrize("sub", [[], ["train"], ["info"], ["download"]])
-def test_help_everywhere(sub):
-    r = cli(*sub, "--help")
-    assert r.returncode == 0 and "usage:" in r.stdout
+@pytest.mark.parametrize("sub", [[], ["train"], ["info"], ["download"], ["evaluate"]])
+def test_help_everywhere(sub, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main([*sub, "--help"])
+    assert exit_.value.code == 0 and "usage:" in capsys.readouterr().out
