@@ -12,8 +12,14 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import pandas  # noqa: F401 - import it whole before any figure: see below
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
+
+# plotly reads sys.modules["pandas"] directly while building every trace. Without the import above, a session on
+# the Compare page importing pandas made concurrent sessions' figures fail with "partially initialized module
+# 'pandas' has no attribute 'Series'" (found by tests/test_many_users.py). Importing it here, under the import
+# lock, means every thread that draws sees pandas complete.
 
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
 
