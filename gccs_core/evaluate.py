@@ -436,20 +436,7 @@ def evaluate_robustness(
         if bar is not None:
             bar.close()
 
-    worst = [r["worst_case"] for r in results]
-    for a, b, r in zip(worst, worst[1:], results[1:]):
-        if b > a + 1e-9:
-            flags.append({"code": "non_monotonic", "eps": r["eps"],
-                          "message": f"worst-case accuracy rises from {a:.4f} to {b:.4f} at eps={r['eps']:g}."})
-    if eps_values[-1] > 0 and worst[-1] > NEAR_ZERO:
-        flags.append({"code": "not_near_zero_at_max_eps", "eps": eps_values[-1],
-                      "message": f"worst-case accuracy {worst[-1]:.4f} at the largest eps={eps_values[-1]:g} is above "
-                                 f"{NEAR_ZERO:g}: expected for an adversarially trained model at moderate eps, otherwise "
-                                 f"a sign of a too-weak attack."})
-    if zero_frac > ZERO_GRAD_TOL:
-        flags.append({"code": "zero_gradients", "eps": None,
-                      "message": f"{100 * zero_frac:.1f}% of inputs have an exactly zero cross-entropy input gradient "
-                                 f"(> {100 * ZERO_GRAD_TOL:g}%): CE saturates; trust the margin/DLR/latent attacks."})
+    flags += report_level_flags(results, zero_frac)
 
     median_l2 = success_rate = None
     if min_l2_attacks and n_l2:
@@ -475,6 +462,59 @@ def evaluate_robustness(
         median_min_l2=median_l2, min_l2_attack="+".join(min_l2_attacks) if min_l2_attacks else None,
         min_l2_success_rate=success_rate, min_l2_n=n_l2 if min_l2_attacks else 0, zero_grad_fraction=zero_frac,
         flags=flags, elapsed_s=time.perf_counter() - t0, model=dict(model_info or {}), versions=_versions(),
+    )
+
+
+PER_EPS_FLAGS = ("gradient_free_beats_white_box", "not_converged")
+
+
+def report_level_flags(results: list[dict[str, Any]], zero_frac: float) -> list[dict[str, Any]]:
+    """The flags that look across eps (monotonicity, the largest eps) or at the whole model (zero gradients)."""
+    flags: list[dict[str, Any]] = []
+    worst = [r["worst_case"] for r in results]
+    for a, b, r in zip(worst, worst[1:], results[1:]):
+        if b > a + 1e-9:
+            flags.append({"code": "non_monotonic", "eps": r["eps"],
+                          "message": f"worst-case accuracy rises from {a:.4f} to {b:.4f} at eps={r['eps']:g}."})
+    if results and results[-1]["eps"] > 0 and worst[-1] > NEAR_ZERO:
+        flags.append({"code": "not_near_zero_at_max_eps", "eps": results[-1]["eps"],
+                      "message": f"worst-case accuracy {worst[-1]:.4f} at the largest eps={results[-1]['eps']:g} is above "
+                                 f"{NEAR_ZERO:g}: expected for an adversarially trained model at moderate eps, otherwise "
+                                 f"a sign of a too-weak attack."})
+    if zero_frac > ZERO_GRAD_TOL:
+        flags.append({"code": "zero_gradients", "eps": None,
+                      "message": f"{100 * zero_frac:.1f}% of inputs have an exactly zero cross-entropy input gradient "
+                                 f"(> {100 * ZERO_GRAD_TOL:g}%): CE saturates; trust the margin/DLR/latent attacks."})
+    return flags
+
+
+def merge_reports(parts: Sequence[RobustnessReport]) -> RobustnessReport:
+    """One report from runs of the same model and settings at disjoint eps (run in parallel to save wall time).
+
+    Every eps is evaluated independently (same examples, same seeds), so the merged report equals a
+    single run over all eps. The median minimal L2 comes from the part that computed it.
+    """
+    if not parts:
+        raise ValueError("merge_reports needs at least one report.")
+    first = parts[0]
+    for p in parts[1:]:
+        same = (p.n, p.seed, p.norm, p.clean_accuracy, p.model.get("sha256")) == (
+            first.n, first.seed, first.norm, first.clean_accuracy, first.model.get("sha256"))
+        if not same:
+            raise ValueError("reports to merge differ in n, seed, norm, clean accuracy or checkpoint.")
+    rows = sorted((r for p in parts for r in p.results), key=lambda r: r["eps"])
+    eps = [r["eps"] for r in rows]
+    if len(set(eps)) != len(eps):
+        raise ValueError(f"reports to merge overlap in eps: {eps}.")
+    l2 = next((p for p in parts if p.min_l2_attack), first)
+    attacks = {k: v for p in parts for k, v in p.attacks.items()}
+    flags = [f for p in parts for f in p.flags if f["code"] in PER_EPS_FLAGS]
+    flags += report_level_flags(rows, first.zero_grad_fraction)
+    return RobustnessReport(
+        norm=first.norm, eps=eps, n=first.n, seed=first.seed, clean_accuracy=first.clean_accuracy, results=rows,
+        attacks=attacks, median_min_l2=l2.median_min_l2, min_l2_attack=l2.min_l2_attack,
+        min_l2_success_rate=l2.min_l2_success_rate, min_l2_n=l2.min_l2_n, zero_grad_fraction=first.zero_grad_fraction,
+        flags=flags, elapsed_s=sum(p.elapsed_s for p in parts), model=dict(first.model), versions=dict(first.versions),
     )
 
 

@@ -253,11 +253,24 @@ def write_docs() -> dict:
     return reports
 
 
+def merge_parts(folder: Path) -> None:
+    """Merge per-eps reports ``<model>-eps<e>.json`` (one process per eps, run in parallel when the
+    machine is short of time) into ``pretrained/robustness/<model>.json``; see ``merge_reports``."""
+    from gccs_core.evaluate import merge_reports, save_report
+
+    for name in PLAIN + AT:
+        parts = sorted(folder.glob(f"{name}-eps*.json"))
+        if parts:
+            merged = merge_reports([load_report(p) for p in parts])
+            print(f"merged {len(parts)} parts into {save_report(merged, REPORTS / f'{name}.json')}: eps {merged.eps}")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description="Evaluate every pretrained model and write docs/results.md.")
     ap.add_argument("--train-at", action="store_true", help="(re)train the two adversarially trained models first")
     ap.add_argument("--force", action="store_true", help="re-evaluate even when a current report exists")
     ap.add_argument("--docs-only", action="store_true", help="only rewrite docs/results.md and the plot")
+    ap.add_argument("--merge-parts", default=None, help="folder of per-eps reports <model>-eps<e>.json to merge first")
     ap.add_argument("--jobs", type=int, default=1, help="models evaluated at once (each with 1 thread when > 1)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads per evaluation (1 is fastest on a loaded machine)")
     ap.add_argument("--models", default=None, help="comma-separated subset, e.g. mnist5k-ce,mnist5k-gccs-at")
@@ -267,6 +280,8 @@ def main() -> int:
     if a.train_at:
         for name in AT:
             train_at(name)
+    if a.merge_parts:
+        merge_parts(Path(a.merge_parts))
     if not a.docs_only:
         missing = [n for n in names if not (PRETRAINED / f"{n}.safetensors").exists()]
         if missing:

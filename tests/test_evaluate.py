@@ -245,3 +245,17 @@ def test_apgd_on_survivors_keeps_the_worst_case(digits_ce_model, digits_test):
     assert rc["worst_case"] == pytest.approx(rc["fgsm"] - rc["apgd-dlr_extra"] / 60)
     assert abs(rc["worst_case"] - rf["worst_case"]) <= 0.05  # same attacks, same worst case up to ART's randomness
     assert cheap.attacks["apgd-dlr"]["on"] == "survivors"
+
+
+def test_merge_reports_equals_one_run(digits_ce_model, digits_test):
+    from gccs_core.evaluate import merge_reports
+
+    x, y = digits_test.x[:40], digits_test.y[:40]
+    kw = {"attacks": ["fgsm", "pgd-margin"], "min_l2": None, "steps": 5}
+    whole = evaluate_robustness(digits_ce_model, x, y, [0.1, 0.3], **kw)
+    parts = [evaluate_robustness(digits_ce_model, x, y, [e], **kw) for e in (0.3, 0.1)]
+    merged = merge_reports(parts)
+    assert merged.eps == [0.1, 0.3] and merged.results == whole.results
+    assert sorted(f["code"] for f in merged.flags) == sorted(f["code"] for f in whole.flags)
+    with pytest.raises(ValueError, match="overlap"):
+        merge_reports([parts[0], parts[0]])
