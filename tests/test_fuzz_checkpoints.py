@@ -483,6 +483,7 @@ def test_the_whole_app_stays_usable_after_a_volley_of_hostile_uploads(
              "shape-", "dtype-", "nonfinite-", "info-", "spec-", "dataset-", "pickle-", "torch-save", "random-", "numpy")
     volley = [next((n, d) for n, d in files if n.startswith(k)) for k in kinds]
     at = run_app()
+    at.toggle(key="show_upload").set_value(True).run()  # the sidebar draws the uploader on request
     for name, data in volley:
         at.file_uploader(key="upload_file").set_value((f"{name}.safetensors", data, None)).run()
         assert not at.exception, (name, at.exception)
