@@ -228,8 +228,9 @@ def write_docs() -> dict:
         "",
         f"Attacks per eps: {', '.join(any_rep.attacks)} (PGD/APGD steps x restarts: mnist5k {STEPS['mnist5k']} x "
         f"{RESTARTS['mnist5k']}, digits {STEPS['digits']} x {RESTARTS['digits']}; pgd-margin-x2 doubles the restarts; Square "
-        f"300 iterations (AT models: {SQUARE_AT}) on white-box survivors). Median min L2: DeepFool "
-        f"on the first {any_rep.min_l2_n} clean-correct examples. Seed {SEED}. Versions: "
+        f"300 iterations (AT models: {SQUARE_AT}) on white-box survivors; "
+        "APGD on every example for digits, on the survivors of our attacks for mnist5k). Median min L2: DeepFool "
+        f"on the first `min_l2_n` clean-correct examples (digits 100, mnist5k 50, AT 25). Seed {SEED}. Versions: "
         + ", ".join(f"{k} {v}" for k, v in any_rep.versions.items()) + ".",
         "",
         "![accuracy versus eps](results_accuracy_vs_eps.png)",
