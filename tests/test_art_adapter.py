@@ -10,14 +10,6 @@ from gccs_core.art_adapter import art_pgd
 from gccs_core.attacks import ART_ATTACKS, run_attack
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.mark.parametrize("model_name", ["digits_ce_model", "digits_gccs_model"])
 @pytest.mark.parametrize("eps", [0.05, 0.1])
 def test_our_pgd_agrees_with_art_pgd(request, digits_test, model_name, eps):

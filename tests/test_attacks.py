@@ -23,15 +23,6 @@ from gccs_core.attacks import (
 N = 120
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One torch thread: on a shared, loaded 2-core machine more threads are far slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def batch(digits_test):
     return digits_test.x[:N], digits_test.y[:N]

@@ -24,14 +24,6 @@ from gccs_core.evaluate import (
 FAST = {"steps": 8, "square_queries": 40, "batch_size": 200}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def ce_report(digits_ce_model, digits_test):
     x, y = digits_test.x[:80], digits_test.y[:80]
