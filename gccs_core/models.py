@@ -202,3 +202,51 @@ def embed_batched(model: LatentClassifier, x: torch.Tensor, batch_size: int = 51
         return torch.cat(zs), torch.cat(ss)
     finally:
         model.train(was_training)
+
+
+def _fold_batch_norm(module: nn.Module) -> None:
+    """In place: fold every eval-mode batch norm into the conv / linear layer that feeds it.
+
+    Pairs are found two ways: consecutive entries of an ``nn.Sequential`` (our MLP and CNN, ResNet
+    downsample branches) and sibling attributes ``convN`` / ``bnN`` (torchvision's ResNet blocks).
+    """
+    from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
+
+    def fused(layer: nn.Module, bn: nn.Module) -> nn.Module | None:
+        if isinstance(layer, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d) and bn.track_running_stats:
+            return fuse_conv_bn_eval(layer, bn)
+        if isinstance(layer, nn.Linear) and isinstance(bn, nn.BatchNorm1d) and bn.track_running_stats:
+            return fuse_linear_bn_eval(layer, bn)
+        return None
+
+    for child in module.children():
+        _fold_batch_norm(child)
+    if isinstance(module, nn.Sequential):
+        names = list(module._modules)
+        for a, b in zip(names, names[1:]):
+            f = fused(module._modules[a], module._modules[b])  # type: ignore[arg-type]
+            if f is not None:
+                module._modules[a], module._modules[b] = f, nn.Identity()
+    for name in list(module._modules):
+        if name.startswith("conv") and f"bn{name[4:]}" in module._modules:
+            f = fused(module._modules[name], module._modules[f"bn{name[4:]}"])  # type: ignore[arg-type]
+            if f is not None:
+                setattr(module, name, f)
+                setattr(module, f"bn{name[4:]}", nn.Identity())
+
+
+def attack_copy(model: LatentClassifier) -> LatentClassifier:
+    """A frozen eval-mode copy of ``model`` that computes the same function faster, for attacks.
+
+    Batch norm is folded into the preceding layer, weights are stored channels-last (oneDNN's fast
+    layout) and no parameter needs a gradient, so a forward+backward to the input is about 1.5x
+    faster on a CPU. Scores agree with the original to float rounding (about 1e-6 relative); an
+    attack's final predictions are still taken from the original model.
+    """
+    import copy
+
+    fast = copy.deepcopy(model).eval()
+    for p in fast.parameters():
+        p.requires_grad_(False)
+    _fold_batch_norm(fast.encoder)
+    return fast.to(memory_format=torch.channels_last)  # type: ignore[return-value]

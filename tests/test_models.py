@@ -54,3 +54,28 @@ def test_bad_specs_and_inputs_are_clear_errors():
     model = build_model(_spec())
     with pytest.raises(ValueError, match=r"expected \(N, 1, 8, 8\)"):
         model(torch.rand(2, 1, 28, 28))
+
+
+@pytest.mark.parametrize("encoder,shape", [("mlp", (1, 8, 8)), ("cnn", (1, 28, 28)), ("resnet18", (3, 32, 32))])
+def test_attack_copy_computes_the_same_function_without_batch_norm(encoder, shape):
+    from gccs_core.models import attack_copy
+
+    torch.manual_seed(0)
+    spec = ModelSpec(encoder, shape, 10, 16, "gccs", mean=(0.5,) * shape[0], std=(0.25,) * shape[0])
+    model = build_model(spec).train()
+    for _ in range(3):  # move the running statistics away from their initial values
+        model(torch.rand(16, *shape))
+    model.eval()
+    fast = attack_copy(model)
+    x = torch.rand(8, *shape)
+    with torch.no_grad():
+        ref, out = model(x), fast(x)
+    assert torch.allclose(ref, out, rtol=1e-4, atol=1e-4 * float(ref.abs().max()))
+    assert not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in fast.modules())
+    assert not any(p.requires_grad for p in fast.parameters()) and not fast.training
+    # the original is untouched: still has its batch norms and trainable weights
+    assert any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    assert all(p.requires_grad for p in model.parameters())
+    xa = x.clone().requires_grad_(True)
+    (g,) = torch.autograd.grad(fast(xa).sum(), xa)
+    assert g.abs().sum() > 0
