@@ -254,6 +254,8 @@ def _add_attack(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--save", default=None, help="write x_adv, pred, success (and the trajectory) to this .safetensors file")
     p.add_argument("--device", choices=DEVICES, default="auto", help="auto: cuda, then mps, then cpu")
+    p.add_argument("--amp", default="none", help="none (float32) or bf16: native attacks' gradients under bfloat16 "
+                   "autocast (about 2x faster on AMX CPUs and GPUs); success is always judged in float32")
 
 
 def cmd_attack(a: argparse.Namespace) -> int:
@@ -272,7 +274,8 @@ def cmd_attack(a: argparse.Namespace) -> int:
     model.to(device)
     ds = load_dataset(meta.get("dataset") or "", a.split, limit=a.n)
     res = run_attack(model, ds.x, ds.y, a.attack, eps=a.eps, steps=a.steps, norm=a.norm, objective=a.objective,
-                     target=a.target, step_size=a.step_size, restarts=a.restarts, record=a.save is not None, seed=a.seed)
+                     target=a.target, step_size=a.step_size, restarts=a.restarts, record=a.save is not None, seed=a.seed,
+                     amp=a.amp)
     delta = (res.x_adv - ds.x).flatten(1)
     clean = float((model.predict(ds.x.to(device)).cpu() == ds.y).float().mean())
     kind = f"targeted to class {a.target}" if a.target is not None else "untargeted"

@@ -178,12 +178,30 @@ def test_mode_is_restored(digits_ce_model, batch):
         ({"target": -1}, r"target class -1 is outside the label set"),
         ({"target": torch.tensor([1, 2])}, r"target has 2 entries"),
         ({"step_size": 0.0}, r"step_size=0\.0"),
+        ({"amp": "fp8"}, r"amp='fp8' is unknown; allowed: none, bf16"),
+        ({"attack": "apgd-ce", "amp": "bf16"}, r"amp='bf16' applies to the native attacks .* runs through ART"),
     ],
 )
 def test_bad_input_raises_clear_error(digits_ce_model, batch, kwargs, match):
     x, y = batch
     with pytest.raises(ValueError, match=match):
         run_attack(digits_ce_model, x[:4], y[:4], **kwargs)
+
+
+@pytest.mark.parametrize("loss_model", ["digits_gccs_model", "digits_ce_model"])
+def test_bf16_gradients_match_float32_with_the_margin_objective(loss_model, batch, request):
+    """bf16 autocast speeds up the gradients; with the margin objective it must be as strong as float32,
+    and the verdict (pred, success) must be the float32 model's own."""
+    model = request.getfixturevalue(loss_model)
+    x, y = batch
+    res = {amp: run_attack(model, x, y, "pgd", eps=0.15, steps=20, objective="margin", seed=0, amp=amp, record=True)
+           for amp in ("none", "bf16")}
+    acc = {amp: float((~r.success).float().mean()) for amp, r in res.items()}
+    assert abs(acc["bf16"] - acc["none"]) <= 0.03, acc
+    assert acc["none"] < _acc(model, x, y) - 0.2  # the attack does something
+    with torch.no_grad():
+        assert torch.equal(res["bf16"].pred, model(res["bf16"].x_adv).argmax(1))
+    assert res["bf16"].trajectory.z.dtype == torch.float32
 
 
 def test_bad_labels_raise(digits_ce_model, batch):
