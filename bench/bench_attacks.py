@@ -39,15 +39,22 @@ PGD_TARGET_S = 2.0
 SUITE_TARGET_S = 300.0
 
 
-def bench_pgd_trajectory(checkpoint: str, n: int = 200, repeats: int = 3, amp: str = "none") -> dict:
+def _sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def bench_pgd_trajectory(checkpoint: str, n: int = 200, repeats: int = 3, amp: str = "none", device: str = "cpu") -> dict:
     """Median wall time of PGD-20 with trajectories on n mnist5k test digits."""
-    model = load_model(checkpoint)
+    model = load_model(checkpoint).to(device)
     ds = load_dataset("mnist5k", "test", limit=n)
     run_attack(model, ds.x[:20], ds.y[:20], "pgd", eps=0.1, steps=2, record=True, amp=amp)  # warm-up
     times = []
     for r in range(repeats):
+        _sync()
         t0 = time.perf_counter()
         res = run_attack(model, ds.x, ds.y, "pgd", eps=0.1, steps=20, objective="margin", record=True, seed=r, amp=amp)
+        _sync()
         times.append(time.perf_counter() - t0)
     tr = res.trajectory
     assert tr is not None and tr.x.shape[0] == 21
@@ -73,11 +80,11 @@ def bench_amp_agreement(n: int = 500, eps: tuple[float, ...] = (0.05, 0.1, 0.15)
             "mean_bf16_minus_fp32": statistics.mean(diffs)}
 
 
-def bench_suite(checkpoint: str, n: int = 500) -> dict:
+def bench_suite(checkpoint: str, n: int = 500, device: str = "cpu") -> dict:
     """Wall time of the full evaluation at 4 eps on n mnist5k test digits."""
     eps = [0.05, 0.1, 0.2, 0.3]
     t0 = time.perf_counter()
-    rep = evaluate_checkpoint(checkpoint, eps, n=n, progress=True)
+    rep = evaluate_checkpoint(checkpoint, eps, n=n, progress=True, device=device)
     wall = time.perf_counter() - t0
     return {"name": "full_suite_500_4eps", "n": n, "eps": eps, "wall_s": wall, "target_s": SUITE_TARGET_S,
             "worst_case": rep.worst_case(), "clean_accuracy": rep.clean_accuracy, "attacks": list(rep.attacks)}
@@ -89,14 +96,17 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--skip-suite", action="store_true")
     ap.add_argument("--skip-agreement", action="store_true")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (the targets are for 2 CPU cores)")
     ap.add_argument("--json", default=None)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
-    info = {"checkpoint": a.checkpoint, "threads": a.threads, "torch": torch.__version__, "cpu_count": os.cpu_count(),
+    info = {"checkpoint": a.checkpoint, "threads": a.threads, "device": a.device,
+            "gpu": torch.cuda.get_device_name() if a.device == "cuda" else None, "torch": torch.__version__,
+            "cpu_count": os.cpu_count(),
             "machine": platform.machine(), "load_average_before": os.getloadavg()}
     results = []
     for amp in ("none", "bf16"):
-        results.append(bench_pgd_trajectory(a.checkpoint, amp=amp))
+        results.append(bench_pgd_trajectory(a.checkpoint, amp=amp, device=a.device))
         r = results[-1]
         runs = ", ".join(f"{t:.2f}" for t in r["runs_s"])
         print(f"PGD-20 + trajectories, {r['n']} digits, amp={amp}: median {r['median_s']:.2f}s (runs {runs}; "
@@ -109,7 +119,7 @@ def main() -> int:
         print(f"bf16 - fp32 robust accuracy: max {100 * r['max_bf16_minus_fp32']:+.1f} points, "
               f"mean {100 * r['mean_bf16_minus_fp32']:+.2f} points", flush=True)
     if not a.skip_suite:
-        results.append(bench_suite(a.checkpoint))
+        results.append(bench_suite(a.checkpoint, device=a.device))
         r = results[-1]
         print(f"full suite, {r['n']} digits x {len(r['eps'])} eps: {r['wall_s']:.1f}s (target {SUITE_TARGET_S:g}s) "
               f"{'OK' if r['wall_s'] <= SUITE_TARGET_S else 'OVER'}; worst case {r['worst_case']}", flush=True)
