@@ -98,6 +98,8 @@ def test_errors_name_the_problem(blobs):
     z, y, mu = blobs
     with pytest.raises(ValueError, match="method='tsne' is unknown; allowed: simplex, pca, lda, umap"):
         LatentProjection("tsne").fit(z, y)
+    with pytest.raises(ValueError, match="new_points='exact' is unknown; allowed: knn, umap"):
+        LatentProjection("umap", new_points="exact").fit(z, y)
     with pytest.raises(ValueError, match="n_components=4 is invalid"):
         LatentProjection("pca", 4).fit(z)
     with pytest.raises(NotFittedError, match="not fitted"):
@@ -258,3 +260,46 @@ def test_shipped_projections_match_the_shipped_checkpoints():
         assert str(view["checkpoint_sha256"]) == file_sha256(str(ckpt)), f"{npz.name} is stale"
         assert len(view["idx"]) == view_samples(str(view["dataset"]))
         assert {"coords/simplex", "coords/pca", "coords/lda", "ellipse/simplex"} <= set(view)
+
+
+def test_smooth_knn_weights_follow_umap_memberships():
+    from gccs_core.projection import _smooth_knn_weights
+
+    rng = np.random.default_rng(0)
+    dist = np.sort(rng.uniform(0.5, 3.0, (50, 15)), axis=1)
+    w = _smooth_knn_weights(dist)
+    np.testing.assert_allclose(w.sum(1), 1.0, rtol=1e-9)
+    assert (np.diff(w, axis=1) <= 1e-12).all()  # nearer neighbours weigh more
+    # before normalisation the memberships sum to log2(k), as in UMAP's smooth_knn_dist
+    excess = dist - dist[:, :1]
+    sigma = excess[:, 1:2] / -np.log(w[:, 1:2] / w[:, :1])
+    np.testing.assert_allclose(np.exp(-excess / sigma).sum(1), np.log2(15), rtol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def digits_umap():
+    from gccs_core import load_model
+    from gccs_core.models import embed_batched
+
+    ds = load_dataset("digits", "test")
+    z = embed_batched(load_model("pretrained/digits-gccs.safetensors"), ds.x)[0].numpy()
+    return z, ds.y.numpy(), LatentProjection("umap").fit(z, ds.y.numpy())
+
+
+def test_umap_places_new_points_among_the_clean_points_they_resemble(digits_umap):
+    z, y, proj = digits_umap
+    emb = proj.embedding_
+    assert emb.shape == (len(z), 2) and np.isfinite(emb).all()
+    span = float(np.ptp(emb, axis=0).max())
+    # a clean point placed again lands near its own embedding (its nearest neighbour is itself)
+    err = np.linalg.norm(proj.transform(z) - emb, axis=1)
+    assert np.median(err) < 0.05 * span, (np.median(err), span)
+    # per point and deterministic: the same point gets the same place in any batch
+    frames = np.stack([z[:30], 0.5 * (z[:30] + z[30:60])])
+    np.testing.assert_allclose(proj.transform(frames)[0], proj.transform(z[:30]), atol=1e-5)
+    # a latent moved onto another class's cluster is placed inside that cluster
+    target = z[y == 8]
+    moved = proj.transform(target[:5] + 0.01)
+    centre8 = emb[y == 8].mean(0)
+    others = [np.linalg.norm(emb[y == k].mean(0) - moved.mean(0)) for k in range(10) if k != 8]
+    assert np.linalg.norm(moved.mean(0) - centre8) < min(others)
