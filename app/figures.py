@@ -3,7 +3,8 @@
 Trace names are stable (tests look for them): ``"<class> "`` points per class, ``"Gaussian <class>"``
 ellipses (1 and 2 sigma in one trace), the prototype trace named after its kind
 (``simplex vertices`` / ``class means`` / ``learned centres``), ``simplex edges``; in animations
-``trails <panel>`` and ``moving <panel>`` are the traces the frames update.
+``trails <panel>`` and ``moving <panel>`` are the traces the frames update; there the ellipses are layout
+shapes named ``Gaussian <class>``.
 """
 
 from __future__ import annotations
@@ -64,6 +65,22 @@ def ellipse_traces(contours: np.ndarray, class_names: Sequence[str], xaxis: str 
                        "legendgroup": f"c{k}", "showlegend": False, "line": {"color": class_colour(k), "width": 1},
                        "opacity": 0.55, "hoverinfo": "skip", "xaxis": xaxis, "yaxis": yaxis})
     return traces
+
+
+def ellipse_shapes(contours: np.ndarray, class_names: Sequence[str], xref: str = "x", yref: str = "y") -> list[dict]:
+    """The class contours (K, n_levels, P, 2) as layout shapes (one SVG path per class), named ``Gaussian <class>``.
+
+    Used in animations: the browser draws 20 shapes much faster than 20 extra traces (a 100-sample,
+    2-model attack animation appeared 0.25 s sooner), and the frames never touch them.
+    """
+    shapes = []
+    for k, name in enumerate(class_names):
+        if k >= len(contours) or not np.isfinite(contours[k]).all():
+            continue
+        path = " ".join("M" + " L".join(f"{px:.5g},{py:.5g}" for px, py in level) + " Z" for level in contours[k])
+        shapes.append({"type": "path", "path": path, "xref": xref, "yref": yref, "name": f"Gaussian {name}",
+                       "line": {"color": class_colour(k), "width": 1}, "opacity": 0.55, "layer": "below"})
+    return shapes
 
 
 def prototype_traces(coords: np.ndarray, kind: str, class_names: Sequence[str], xaxis: str = "x", yaxis: str = "y",
@@ -191,6 +208,7 @@ def animation_figure(panels: Sequence[dict[str, Any]], class_names: Sequence[str
     base = make_subplots(rows=1, cols=len(panels), subplot_titles=[p["title"] for p in panels], horizontal_spacing=0.06)
     layout = base.layout.to_plotly_json()
     data: list[dict[str, Any]] = []
+    shapes: list[dict[str, Any]] = []
     moving_idx: list[int] = []
     scale = discrete_colourscale(len(names))
     n_frames = len(frame_labels)
@@ -227,7 +245,7 @@ def animation_figure(panels: Sequence[dict[str, Any]], class_names: Sequence[str
                          "marker": {"size": 4, "color": bgy.astype(np.float32), "colorscale": scale, "cmin": 0,
                                     "cmax": max(1, len(names) - 1), "opacity": 0.25}})
         if p.get("ellipses") is not None:
-            data += ellipse_traces(p["ellipses"], names, xa, ya)
+            shapes += ellipse_shapes(p["ellipses"], names, xa, ya)
         data += prototype_traces(p["protos"], p["kind"], names, xa, ya)
         if trails and len(p["frames"]) > 1:
             px, py = _paths(p["frames"], 0, len(p["frames"]) - 1)
@@ -251,7 +269,7 @@ def animation_figure(panels: Sequence[dict[str, Any]], class_names: Sequence[str
             "fromcurrent": True, "mode": "immediate"}
     still = {"frame": {"duration": 0, "redraw": False}, "mode": "immediate", "transition": {"duration": 0}}
     layout.update(
-        height=height, margin={"l": 10, "r": 10, "t": 60, "b": 10}, uirevision="animation",
+        height=height, margin={"l": 10, "r": 10, "t": 60, "b": 10}, uirevision="animation", shapes=shapes,
         updatemenus=[{"type": "buttons", "direction": "left", "x": 0.0, "y": -0.04, "xanchor": "left", "yanchor": "top",
                       "showactive": False, "pad": {"r": 10, "t": 10},
                       "buttons": [{"label": "▶ Play", "method": "animate", "args": [None, play]},
