@@ -112,7 +112,19 @@ def write_readme(entries: list[dict]) -> None:
     for e in sorted(entries, key=lambda e: e["name"]):
         lines.append(f"| `{e['file']}` | {100 * e['test_accuracy']:.1f}% | {e['train_time_s']:.0f} s | `{e['command']}` |")
     lines += ["", "Adversarially trained models (`*-at.safetensors`) and the robustness reports under `robustness/` are",
-              "made by `python scripts/benchmark_robustness.py`; see docs/results.md.", ""]
+              "made by `python scripts/benchmark_robustness.py --train-at` (PGD-7 adversarial training, L-inf eps 0.3,",
+              "10 epochs; the command is in that script's `AT_COMMANDS` and in docs/results.md); see docs/results.md.", ""]
+    at_files = sorted(PRETRAINED.glob("*-at.safetensors"))
+    if at_files:
+        sys.path.insert(0, str(ROOT))
+        from gccs_core import load_metadata
+
+        lines += ["| model | test accuracy | training time | epochs |", "|---|---|---|---|"]
+        for f in at_files:
+            meta = load_metadata(f)
+            lines.append(f"| `{f.name}` | {100 * meta['metrics']['test_accuracy']:.1f}% | {meta['train_time_s']:.0f} s "
+                         f"| {meta['epoch']} of {meta['config']['epochs']} |")
+        lines.append("")
     (PRETRAINED / "README.md").write_text("\n".join(lines))
 
 
