@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from .attacks import ART_ATTACKS, STEP_FACTOR, AttackResult, Trajectory
-from .models import LatentClassifier, attack_copy
+from .models import attack_copy
 
 ART_BATCH_SIZE = 512
 """Batch size passed to every ART attack (ART's defaults of 1 for CW/DeepFool are far too slow)."""
@@ -151,7 +151,7 @@ def art_attack(
     if eps == 0 and attack not in ("cw", "deepfool"):
         x_adv = x.clone()
     else:
-        fast = attack_copy(model) if isinstance(model, LatentClassifier) else model  # same function, faster gradients
+        fast = attack_copy(model)  # same function, faster gradients
         clf = art_classifier(fast)
         atk = build_art_attack(clf, attack, eps, steps, norm, target is not None, step_size, restarts)
         with _seeded(seed):

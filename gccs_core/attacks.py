@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .models import LatentClassifier, attack_copy
+from .models import attack_copy
 
 NATIVE_ATTACKS: tuple[str, ...] = ("fgsm", "pgd", "bim", "mim")
 ART_ATTACKS: tuple[str, ...] = ("cw", "deepfool", "apgd-ce", "apgd-dlr", "square")
@@ -380,7 +380,7 @@ def native_attack(
         if attack in ("bim", "mim"):
             restarts, random_start = 1, False
     gen = torch.Generator().manual_seed(int(seed))
-    fast = attack_copy(model) if isinstance(model, LatentClassifier) else model  # same function, faster gradients
+    fast = attack_copy(model)  # same function, faster gradients
     z0 = s0 = None
     if record:  # frame 0 of the trajectory: the clean input
         with torch.no_grad():

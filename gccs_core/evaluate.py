@@ -561,5 +561,7 @@ def evaluate_checkpoint(
             "loss": model.spec.loss, "encoder": model.spec.encoder, "latent_dim": model.spec.latent_dim,
             "adv_train": bool((meta.get("config") or {}).get("adv_train", False)),
             "checkpoint_library_version": meta.get("library_version")}
-    model.to(resolve_device(device)).eval()
+    dev = resolve_device(device)
+    info["device"] = torch.cuda.get_device_name(dev) if dev.type == "cuda" else dev.type
+    model.to(dev).eval()
     return evaluate_robustness(model, ds.x, ds.y, eps_list, norm=norm, model_info=info, **kwargs)

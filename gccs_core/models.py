@@ -235,18 +235,22 @@ def _fold_batch_norm(module: nn.Module) -> None:
                 setattr(module, f"bn{name[4:]}", nn.Identity())
 
 
-def attack_copy(model: LatentClassifier) -> LatentClassifier:
+def attack_copy(model: nn.Module) -> nn.Module:
     """A frozen eval-mode copy of ``model`` that computes the same function faster, for attacks.
 
     Batch norm is folded into the preceding layer, weights are stored channels-last (oneDNN's fast
     layout) and no parameter needs a gradient, so a forward+backward to the input is about 1.5x
     faster on a CPU. Scores agree with the original to float rounding (about 1e-6 relative); an
-    attack's final predictions are still taken from the original model.
+    attack's final predictions are still taken from the original model. Any module that is not a
+    ``LatentClassifier`` is returned as it is.
     """
     import copy
+
+    if not isinstance(model, LatentClassifier):
+        return model
 
     fast = copy.deepcopy(model).eval()
     for p in fast.parameters():
         p.requires_grad_(False)
     _fold_batch_norm(fast.encoder)
-    return fast.to(memory_format=torch.channels_last)  # type: ignore[return-value]
+    return fast.to(memory_format=torch.channels_last)

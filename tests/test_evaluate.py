@@ -201,8 +201,10 @@ def test_committed_reports_match_checkpoints_and_fall_with_eps():
     """Every report in pretrained/robustness/ belongs to the checkpoint next to it and is monotone in eps."""
     from gccs_core.evaluate import file_sha256
 
-    reports = sorted((ROOT / "pretrained" / "robustness").glob("*.json"))
+    folder = ROOT / "pretrained" / "robustness"
+    reports = sorted(folder.glob("*.json")) + sorted(folder.glob("l2/*.json"))
     assert reports, "no robustness reports committed under pretrained/robustness/"
+    assert {load_report(p).norm for p in reports} == {"linf", "l2"}
     for path in reports:
         rep = load_report(path)
         ckpt = ROOT / "pretrained" / f"{path.stem}.safetensors"
