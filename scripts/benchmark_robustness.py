@@ -35,26 +35,22 @@ from gccs_core.evaluate import file_sha256, load_report  # noqa: E402
 PY = sys.executable
 EPS = "0.05,0.1,0.2,0.3"
 NORM = "linf"
+EPS_L2 = "0.5,1.0,1.5,2.0"
+"""L2 radii for the mnist5k models (28x28 inputs in [0, 1]; 2.0 is the usual MNIST L2 budget). The L2 run
+(``--norm l2``) covers the mnist5k models only and writes ``pretrained/robustness/l2/<model>.json``."""
 N = 500
-N_MNIST = 200
-"""Plain mnist5k models: 200 test digits (500 did not fit this session's CPU time; see results.md)."""
-N_AT = 50
-"""The adversarially trained models survive most attacks at every eps, so every attack runs all its
-steps on every example: on 2 shared CPU cores that is ~3x the cost of a plain model, so they are
-evaluated on the first 50 test digits (binomial standard error at 70%: about 6.5 points); this session ran
-each eps in its own process (runs/at-parts, merged with --merge-parts) to finish in time."""
-
-
-SQUARE_AT = 100
-"""Square iterations for the AT models (300 for the others), for the same reason."""
+"""Test examples per model: the first 500 (digits has only 360, so all of them)."""
+SQUARE_QUERIES = 300
 
 
 def n_for(name: str) -> int:
-    return N_AT if name in AT else (N_MNIST if name.startswith("mnist5k") else N)
+    return N
 
 
 def square_for(name: str) -> int:
-    return SQUARE_AT if name in AT else 300
+    return SQUARE_QUERIES
+
+
 SEED = 0
 STEPS = {"digits": 50, "mnist5k": 20}
 RESTARTS = {"digits": 5, "mnist5k": 1}
@@ -71,17 +67,13 @@ def restarts_for(name: str) -> int:
     return RESTARTS[name.split("-")[0]]
 PLAIN = [f"{ds}-{loss}" for ds in ("mnist5k", "digits") for loss in ("gccs", "ce", "mmc", "center")]
 AT = ["mnist5k-gccs-at", "mnist5k-ce-at"]
-AT_EPOCHS_DONE = {"mnist5k-ce-at": 8, "mnist5k-gccs-at": 7}
 AT_COMMANDS = {
     name: [PY, "-m", "gccs_core", "train", "--dataset", "mnist5k", "--loss", name.split("-")[1], "--adv-train",
            "--adv-eps", "0.3", "--adv-steps", "7", "--epochs", "10", "--seed", "0", "--quiet", "--out", f"runs/{name}"]
     for name in AT
 }
 """The commands that made the adversarially trained models (PGD-7, eps 0.3, step 2.5*eps/7, CE objective,
-a 10-epoch cosine schedule). For lack of CPU time the runs were stopped after epoch ``AT_EPOCHS_DONE``
-(CE 8, GCCS 7) and the model saved at the end of that epoch was kept. Training is deterministic per epoch on CPU (each
-epoch reseeds from (seed, epoch)), so ``train_at`` reproduces the files by running the same
-configuration through the library and stopping after that epoch."""
+a 10-epoch cosine schedule, all 10 epochs). ``train_at`` runs exactly these commands."""
 PRETRAINED = ROOT / "pretrained"
 REPORTS = PRETRAINED / "robustness"
 RESULTS_MD = ROOT / "docs" / "results.md"
@@ -91,30 +83,23 @@ README_MARK = "<!-- robustness-table -->"
 BEGIN, END = "<!-- BEGIN GENERATED: scripts/benchmark_robustness.py -->", "<!-- END GENERATED -->"
 
 
-def train_at(name: str) -> None:
-    """Train one adversarially trained model (the ``AT_COMMANDS`` configuration, stopped after
-    ``AT_EPOCHS_DONE`` epochs) and copy it into pretrained/."""
-    import torch
-
-    from gccs_core.cli import _config_from_args, build_parser
-    from gccs_core.train import Callback, train
-
-    class StopAfter(Callback):
-        def on_epoch(self, info, model):  # noqa: ANN001, ANN202
-            return info.epoch + 1 >= AT_EPOCHS_DONE[name]
-
+def train_at(name: str, threads: int = 1) -> None:
+    """Train one adversarially trained model with its ``AT_COMMANDS`` command and copy it into pretrained/."""
     out = ROOT / "runs" / name
     if out.exists():
         shutil.rmtree(out)
-    torch.set_num_threads(1)
-    config = _config_from_args(build_parser().parse_args(AT_COMMANDS[name][3:]))
-    print("+", " ".join(AT_COMMANDS[name][1:]), f"(stopped after epoch {AT_EPOCHS_DONE[name]})", flush=True)
-    train(config, [StopAfter()], out_dir=out)
+    print("+", " ".join(AT_COMMANDS[name][1:]), flush=True)
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    subprocess.run(AT_COMMANDS[name], cwd=ROOT, env=env, check=True)
     shutil.copyfile(out / "model.safetensors", PRETRAINED / f"{name}.safetensors")
 
 
-def _report_is_current(name: str) -> bool:
-    path, ckpt = REPORTS / f"{name}.json", PRETRAINED / f"{name}.safetensors"
+def report_path(name: str, norm: str = NORM) -> Path:
+    return REPORTS / f"{name}.json" if norm == "linf" else REPORTS / norm / f"{name}.json"
+
+
+def _report_is_current(name: str, norm: str = NORM) -> bool:
+    path, ckpt = report_path(name, norm), PRETRAINED / f"{name}.safetensors"
     if not path.exists():
         return False
     try:
@@ -122,21 +107,24 @@ def _report_is_current(name: str) -> bool:
     except ValueError:
         return False
     same_n = rep.n == min(n_for(name), rep.n)
-    return (same_n and rep.model.get("sha256") == file_sha256(ckpt) and rep.eps == [float(e) for e in EPS.split(",")]
-            and rep.norm == NORM and rep.seed == SEED and rep.attacks.get("pgd-ce", {}).get("steps") == steps_for(name)
+    eps = EPS if norm == "linf" else EPS_L2
+    return (same_n and rep.model.get("sha256") == file_sha256(ckpt) and rep.eps == [float(e) for e in eps.split(",")]
+            and rep.norm == norm and rep.seed == SEED and rep.attacks.get("pgd-ce", {}).get("steps") == steps_for(name)
             and "pgd-margin-x2" in rep.attacks and rep.attacks["pgd-ce"]["restarts"] == restarts_for(name)
             and rep.attacks.get("square", {}).get("steps") == square_for(name))
 
 
-def evaluate(name: str, threads: int) -> None:
+def evaluate(name: str, threads: int, norm: str = NORM, device: str = "cpu") -> None:
     """Run ``python -m gccs_core evaluate`` on one pretrained model (a subprocess, ``threads`` torch threads)."""
-    cmd = [PY, "-m", "gccs_core", "evaluate", "--checkpoint", f"pretrained/{name}.safetensors", "--eps", EPS, "--norm", NORM,
+    out = report_path(name, norm)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    cmd = [PY, "-m", "gccs_core", "evaluate", "--checkpoint", f"pretrained/{name}.safetensors",
+           "--eps", EPS if norm == "linf" else EPS_L2, "--norm", norm, "--device", device,
            "--n", str(n_for(name)), "--seed", str(SEED), "--steps", str(steps_for(name)),
            "--restarts", str(restarts_for(name)),
            "--square-queries", str(square_for(name)),
-           *(["--apgd-on-survivors", "--min-l2-n", "50"] if name.startswith("mnist5k") else []),
            "--threads", str(threads), "--quiet",
-           "--json", f"pretrained/robustness/{name}.json"]
+           "--json", str(out.relative_to(ROOT))]
     print("+", " ".join(cmd[1:]), flush=True)
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
@@ -155,15 +143,18 @@ def _pct(v: float | None) -> str:
 def table_markdown(reports: dict) -> str:
     """Clean and worst-case robust accuracy (%) per model and eps, plus the median minimal L2 and the flags."""
     eps = next(iter(reports.values())).eps
-    head = "| model | train | n | clean | " + " | ".join(f"eps {e:g}" for e in eps) + " | median min L2 | flags |"
-    sep = "|" + "---|" * (6 + len(eps))
+    head = "| model | train | n | clean | " + " | ".join(f"eps {e:g}" for e in eps) + " | median min L2 | flags | device |"
+    sep = "|" + "---|" * (7 + len(eps))
     rows = [head, sep]
     for name, rep in reports.items():
         codes = sorted({f["code"] for f in rep.flags})
         train = "PGD-AT" if rep.model.get("adv_train") else "plain"
         l2 = "-" if rep.median_min_l2 is None else f"{rep.median_min_l2:.2f}"
         accs = " | ".join(_pct(v) for v in rep.worst_case())
-        rows.append(f"| {name} | {train} | {rep.n} | {_pct(rep.clean_accuracy)} | {accs} | {l2} | {', '.join(codes) or 'none'} |")
+        dev = str(rep.model.get("device", "cpu"))
+        dev = "CPU" if dev == "cpu" else dev.replace("NVIDIA ", "").split()[0]
+        rows.append(f"| {name} | {train} | {rep.n} | {_pct(rep.clean_accuracy)} | {accs} | {l2} | {', '.join(codes) or 'none'} "
+                    f"| {dev} |")
     return "\n".join(rows)
 
 
@@ -228,9 +219,9 @@ def write_docs() -> dict:
         "",
         f"Attacks per eps: {', '.join(any_rep.attacks)} (PGD/APGD steps x restarts: mnist5k {STEPS['mnist5k']} x "
         f"{RESTARTS['mnist5k']}, digits {STEPS['digits']} x {RESTARTS['digits']}; pgd-margin-x2 doubles the restarts; Square "
-        f"300 iterations (AT models: {SQUARE_AT}) on white-box survivors; "
-        "APGD on every example for digits, on the survivors of our attacks for mnist5k). Median min L2: DeepFool "
-        f"on the first `min_l2_n` clean-correct examples (digits 100, mnist5k 50, AT 25). Seed {SEED}. Versions: "
+        f"{SQUARE_QUERIES} iterations on white-box survivors; APGD-CE and APGD-DLR on every clean-correct example). "
+        f"Median min L2: DeepFool on the first {sorted({r.min_l2_n for r in reports.values()})} clean-correct examples. "
+        f"Seed {SEED}. Versions: "
         + ", ".join(f"{k} {v}" for k, v in any_rep.versions.items()) + ".",
         "",
         "![accuracy versus eps](results_accuracy_vs_eps.png)",
@@ -241,6 +232,17 @@ def write_docs() -> dict:
         sections += ["", f"**{name}** (clean {_pct(rep.clean_accuracy)}, {rep.elapsed_s:.0f} s)", "", per_attack_markdown(rep)]
         if rep.flags:
             sections += [""] + [f"- `{f['code']}`: {f['message']}" for f in rep.flags]
+    l2 = {name: load_report(report_path(name, "l2")) for name in PLAIN + AT if report_path(name, "l2").exists()}
+    if l2:
+        devices = sorted({str(r.model.get("device", "cpu")) for r in l2.values()})
+        sections += ["", "### Worst-case robust accuracy (%), L2, mnist5k", "", table_markdown(l2), "",
+                     f"Same suite and budgets as L-inf, with L2 balls of radius {EPS_L2} (pixels in [0, 1], 28x28). "
+                     f"Run with `--norm l2` on device {', '.join(devices)}; reports in `pretrained/robustness/l2/`."]
+        for name, rep in l2.items():
+            sections += ["", f"**{name}**, L2 (clean {_pct(rep.clean_accuracy)}, {rep.elapsed_s:.0f} s)", "",
+                         per_attack_markdown(rep)]
+            if rep.flags:
+                sections += [""] + [f"- `{f['code']}`: {f['message']}" for f in rep.flags]
     block = "\n".join(sections)
     text = RESULTS_MD.read_text() if RESULTS_MD.exists() else "# Robustness results\n"
     RESULTS_MD.write_text(_replace_between(text, block) + ("" if text.endswith("\n") else "\n"))
@@ -276,21 +278,25 @@ def main() -> int:
     ap.add_argument("--jobs", type=int, default=1, help="models evaluated at once (each with 1 thread when > 1)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads per evaluation (1 is fastest on a loaded machine)")
     ap.add_argument("--models", default=None, help="comma-separated subset, e.g. mnist5k-ce,mnist5k-gccs-at")
+    ap.add_argument("--norm", default=NORM, choices=("linf", "l2"), help="l2: the mnist5k models at eps " + EPS_L2)
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (the shipped L-inf reports were made on the CPU)")
     a = ap.parse_args()
     REPORTS.mkdir(parents=True, exist_ok=True)
     names = a.models.split(",") if a.models else PLAIN + AT
+    if a.norm == "l2":
+        names = [n for n in names if n.startswith("mnist5k")]
     if a.train_at:
-        for name in AT:
-            train_at(name)
+        with ThreadPoolExecutor(max_workers=max(1, a.jobs)) as pool:
+            list(pool.map(lambda n: train_at(n, a.threads), AT))
     if a.merge_parts:
         merge_parts(Path(a.merge_parts))
     if not a.docs_only:
         missing = [n for n in names if not (PRETRAINED / f"{n}.safetensors").exists()]
         if missing:
             raise SystemExit(f"missing checkpoints: {', '.join(missing)} (AT models: run with --train-at).")
-        todo = [n for n in names if a.force or not _report_is_current(n)]
+        todo = [n for n in names if a.force or not _report_is_current(n, a.norm)]
         with ThreadPoolExecutor(max_workers=max(1, a.jobs)) as pool:
-            list(pool.map(lambda n: evaluate(n, a.threads), todo))
+            list(pool.map(lambda n: evaluate(n, a.threads, a.norm, a.device), todo))
     reports = write_docs()
     print(table_markdown(reports))
     return 0
