@@ -70,8 +70,8 @@ def ellipse_traces(contours: np.ndarray, class_names: Sequence[str], xaxis: str 
 def ellipse_shapes(contours: np.ndarray, class_names: Sequence[str], xref: str = "x", yref: str = "y") -> list[dict]:
     """The class contours (K, n_levels, P, 2) as layout shapes (one SVG path per class), named ``Gaussian <class>``.
 
-    Used in animations: the browser draws 20 shapes much faster than 20 extra traces (a 100-sample,
-    2-model attack animation appeared 0.25 s sooner), and the frames never touch them.
+    Used in animations: the browser draws 20 shapes much faster than 20 extra traces, and the frames
+    never touch them.
     """
     shapes = []
     for k, name in enumerate(class_names):
