@@ -43,14 +43,6 @@ N = 500
 SQUARE_QUERIES = 300
 
 
-def n_for(name: str) -> int:
-    return N
-
-
-def square_for(name: str) -> int:
-    return SQUARE_QUERIES
-
-
 SEED = 0
 STEPS = {"digits": 50, "mnist5k": 20}
 RESTARTS = {"digits": 5, "mnist5k": 1}
@@ -106,12 +98,12 @@ def _report_is_current(name: str, norm: str = NORM) -> bool:
         rep = load_report(path)
     except ValueError:
         return False
-    same_n = rep.n == min(n_for(name), rep.n)
+    same_n = rep.n == min(N, rep.n)
     eps = EPS if norm == "linf" else EPS_L2
     return (same_n and rep.model.get("sha256") == file_sha256(ckpt) and rep.eps == [float(e) for e in eps.split(",")]
             and rep.norm == norm and rep.seed == SEED and rep.attacks.get("pgd-ce", {}).get("steps") == steps_for(name)
             and "pgd-margin-x2" in rep.attacks and rep.attacks["pgd-ce"]["restarts"] == restarts_for(name)
-            and rep.attacks.get("square", {}).get("steps") == square_for(name))
+            and rep.attacks.get("square", {}).get("steps") == SQUARE_QUERIES)
 
 
 def evaluate(name: str, threads: int, norm: str = NORM, device: str = "cpu") -> None:
@@ -120,9 +112,9 @@ def evaluate(name: str, threads: int, norm: str = NORM, device: str = "cpu") -> 
     out.parent.mkdir(parents=True, exist_ok=True)
     cmd = [PY, "-m", "gccs_core", "evaluate", "--checkpoint", f"pretrained/{name}.safetensors",
            "--eps", EPS if norm == "linf" else EPS_L2, "--norm", norm, "--device", device,
-           "--n", str(n_for(name)), "--seed", str(SEED), "--steps", str(steps_for(name)),
+           "--n", str(N), "--seed", str(SEED), "--steps", str(steps_for(name)),
            "--restarts", str(restarts_for(name)),
-           "--square-queries", str(square_for(name)),
+           "--square-queries", str(SQUARE_QUERIES),
            "--threads", str(threads), "--quiet",
            "--json", str(out.relative_to(ROOT))]
     print("+", " ".join(cmd[1:]), flush=True)
@@ -202,6 +194,15 @@ def _replace_between(text: str, block: str) -> str:
     return text.rstrip() + f"\n\n{BEGIN}\n{block}\n{END}\n"
 
 
+def _per_attack_section(name: str, rep, norm_label: str = "") -> list[str]:  # noqa: ANN001
+    """One model's per-attack table under its bold name, followed by its sanity flags."""
+    head = f"**{name}**{norm_label} (clean {_pct(rep.clean_accuracy)}, {rep.elapsed_s:.0f} s)"
+    lines = ["", head, "", per_attack_markdown(rep)]
+    if rep.flags:
+        lines += [""] + [f"- `{f['code']}`: {f['message']}" for f in rep.flags]
+    return lines
+
+
 def write_docs() -> dict:
     reports = {}
     for name in PLAIN + AT:
@@ -229,9 +230,7 @@ def write_docs() -> dict:
         "### Robust accuracy (%) per attack",
     ]
     for name, rep in reports.items():
-        sections += ["", f"**{name}** (clean {_pct(rep.clean_accuracy)}, {rep.elapsed_s:.0f} s)", "", per_attack_markdown(rep)]
-        if rep.flags:
-            sections += [""] + [f"- `{f['code']}`: {f['message']}" for f in rep.flags]
+        sections += _per_attack_section(name, rep)
     l2 = {name: load_report(report_path(name, "l2")) for name in PLAIN + AT if report_path(name, "l2").exists()}
     if l2:
         devices = sorted({str(r.model.get("device", "cpu")) for r in l2.values()})
@@ -239,10 +238,7 @@ def write_docs() -> dict:
                      f"Same suite and budgets as L-inf, with L2 balls of radius {EPS_L2} (pixels in [0, 1], 28x28). "
                      f"Run with `--norm l2` on device {', '.join(devices)}; reports in `pretrained/robustness/l2/`."]
         for name, rep in l2.items():
-            sections += ["", f"**{name}**, L2 (clean {_pct(rep.clean_accuracy)}, {rep.elapsed_s:.0f} s)", "",
-                         per_attack_markdown(rep)]
-            if rep.flags:
-                sections += [""] + [f"- `{f['code']}`: {f['message']}" for f in rep.flags]
+            sections += _per_attack_section(name, rep, ", L2")
     block = "\n".join(sections)
     text = RESULTS_MD.read_text() if RESULTS_MD.exists() else "# Robustness results\n"
     RESULTS_MD.write_text(_replace_between(text, block) + ("" if text.endswith("\n") else "\n"))
