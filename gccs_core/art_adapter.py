@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from .attacks import ART_ATTACKS, STEP_FACTOR, AttackResult, Trajectory
-from .models import attack_copy
+from .models import attack_copy, eval_mode, model_device
 
 ART_BATCH_SIZE = 512
 """Batch size passed to every ART attack (ART's defaults of 1 for CW/DeepFool are far too slow)."""
@@ -53,10 +53,7 @@ def art_classifier(model: nn.Module) -> Any:
     _require_art()
     from art.estimators.classification import PyTorchClassifier
 
-    try:
-        dev = next(model.parameters()).device
-    except StopIteration:
-        dev = torch.device("cpu")
+    dev = model_device(model)
     in_shape = tuple(model.spec.in_shape)  # type: ignore[attr-defined]
     return PyTorchClassifier(
         model=model,
@@ -117,7 +114,7 @@ def build_art_attack(
 
 @torch.no_grad()
 def _latents_scores(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    dev = next(model.parameters()).device
+    dev = model_device(model)
     z = model.embed(x.to(dev))  # type: ignore[operator]
     return z.cpu(), model.scores_from_latent(z).cpu()  # type: ignore[operator]
 
@@ -191,9 +188,7 @@ def art_pgd(
     _require_art()
     from art.attacks.evasion import ProjectedGradientDescentPyTorch
 
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         clf = art_classifier(model)
         alpha = step_size if step_size is not None else STEP_FACTOR * eps / steps
         atk = ProjectedGradientDescentPyTorch(clf, norm=_art_norm(norm), eps=eps, eps_step=alpha, max_iter=steps,
@@ -205,5 +200,3 @@ def art_pgd(
         _, s_adv = _latents_scores(model, x_adv)
         pred = s_adv.argmax(1)
         return AttackResult(x_adv, pred, pred != y.cpu(), None)
-    finally:
-        model.train(was_training)

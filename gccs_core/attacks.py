@@ -26,7 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .models import attack_copy
+from .models import attack_copy, eval_mode, model_device
+from .validation import check_choice, check_int, check_labels, check_number
 
 NATIVE_ATTACKS: tuple[str, ...] = ("fgsm", "pgd", "bim", "mim")
 ART_ATTACKS: tuple[str, ...] = ("cw", "deepfool", "apgd-ce", "apgd-dlr", "square")
@@ -152,44 +153,23 @@ def attack_objective(
 # -- validation --------------------------------------------------------------------------------
 
 
-def _check_number(name: str, value: object, minimum: float, open_low: bool = False) -> float:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value == value and abs(value) < 1e300
-    if ok:
-        ok = value > minimum if open_low else value >= minimum  # type: ignore[operator]
-    if not ok:
-        raise ValueError(f"{name}={value!r} is invalid: it must be a finite number {'>' if open_low else '>='} {minimum}.")
-    return float(value)  # type: ignore[arg-type]
-
-
-def _check_int(name: str, value: object, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name}={value!r} is invalid: it must be an integer >= {minimum}.")
-    return value
-
-
-def _check_choice(name: str, value: object, allowed: tuple[str, ...]) -> str:
-    if value not in allowed:
-        raise ValueError(f"{name}={value!r} is unknown; allowed: {', '.join(allowed)}.")
-    return value  # type: ignore[return-value]
-
-
 def check_attack_args(
     attack: str, eps: float, steps: int, norm: str, objective: str, restarts: int, step_size: float | None,
     amp: str = "none",
 ) -> None:
     """Validate attack arguments; raise ``ValueError`` naming the bad value and what is allowed."""
-    _check_choice("attack", attack, ATTACKS)
-    _check_choice("amp", amp, AMP)
+    check_choice("attack", attack, ATTACKS)
+    check_choice("amp", amp, AMP)
     if amp != "none" and attack not in NATIVE_ATTACKS:
         raise ValueError(f"amp={amp!r} applies to the native attacks ({', '.join(NATIVE_ATTACKS)}); "
                          f"attack={attack!r} runs through ART in float32: use amp='none'.")
-    _check_number("eps", eps, 0.0)
-    _check_int("steps", steps, 1)
-    _check_choice("norm", norm, NORMS)
-    _check_choice("objective", objective, OBJECTIVES)
-    _check_int("restarts", restarts, 1)
+    check_number("eps", eps, 0.0)
+    check_int("steps", steps, 1)
+    check_choice("norm", norm, NORMS)
+    check_choice("objective", objective, OBJECTIVES)
+    check_int("restarts", restarts, 1)
     if step_size is not None:
-        _check_number("step_size", step_size, 0.0, open_low=True)
+        check_number("step_size", step_size, 0.0, open_low=True)
 
 
 def resolve_target(target: int | torch.Tensor | None, n: int, num_classes: int) -> torch.Tensor | None:
@@ -220,7 +200,7 @@ def resolve_target(target: int | torch.Tensor | None, n: int, num_classes: int) 
 
 def check_finite_scores(model: nn.Module, x: torch.Tensor, batch_size: int = 512) -> None:
     """Raise ``ValueError`` when the model's clean scores hold NaN or inf: attack results would be meaningless."""
-    dev = _model_device(model)
+    dev = model_device(model)
     with torch.no_grad():
         bad = torch.cat([(~torch.isfinite(model(x[i : i + batch_size].to(dev)))).flatten(1).any(1).cpu()
                          for i in range(0, len(x), batch_size)])
@@ -228,15 +208,6 @@ def check_finite_scores(model: nn.Module, x: torch.Tensor, batch_size: int = 512
         raise ValueError(f"the model outputs NaN or inf scores for {int(bad.sum())} of {len(x)} inputs (first: example "
                          f"{int(bad.nonzero()[0])}); its weights are broken (diverged training?), so attack results and "
                          "accuracies would be meaningless.")
-
-
-def _check_labels(y: torch.Tensor, n: int, num_classes: int) -> torch.Tensor:
-    if not torch.is_tensor(y) or y.dim() != 1 or y.shape[0] != n:
-        raise ValueError(f"labels y must be a 1-D tensor with one entry per input ({n}); got {getattr(y, 'shape', y)}.")
-    y = y.detach().to("cpu", torch.long)
-    if n and (int(y.min()) < 0 or int(y.max()) >= num_classes):
-        raise ValueError(f"labels must lie in 0..{num_classes - 1}; got values in [{int(y.min())}, {int(y.max())}].")
-    return y
 
 
 # -- the native attack core ----------------------------------------------------------------------
@@ -339,13 +310,6 @@ def _iterate(
     return best_x, best_loss, best_succ, frames
 
 
-def _model_device(model: nn.Module) -> torch.device:
-    try:
-        return next(model.parameters()).device
-    except StopIteration:
-        return torch.device("cpu")
-
-
 def native_attack(
     model: nn.Module,
     x: torch.Tensor,
@@ -369,7 +333,7 @@ def native_attack(
     FGSM is one step of size eps from the clean input (``steps``, ``random_start`` and ``restarts``
     are ignored); BIM and MIM start from the clean input and do not restart.
     """
-    dev = _model_device(model)
+    dev = model_device(model)
     x = x.detach().to(dev, torch.float32)
     y = y.to(dev)
     tgt = target.to(dev) if target is not None else None
@@ -472,15 +436,13 @@ def run_attack(
         ``AttackResult`` with all tensors on CPU.
     """
     check_attack_args(attack, eps, steps, norm, objective, restarts, step_size, amp)
-    _check_int("seed", seed, 0)
+    check_int("seed", seed, 0)
     if not torch.is_tensor(x) or x.dim() != 4:
         raise ValueError(f"x must be a 4-D tensor (N, C, H, W); got {getattr(x, 'shape', type(x).__name__)}.")
-    num_classes = int(getattr(model, "num_classes", 0)) or int(model(x[:1].to(_model_device(model))).shape[1])
-    y = _check_labels(y, x.shape[0], num_classes)
+    num_classes = int(getattr(model, "num_classes", 0)) or int(model(x[:1].to(model_device(model))).shape[1])
+    y = check_labels(y, x.shape[0], num_classes)
     tgt = resolve_target(target, x.shape[0], num_classes)
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         check_finite_scores(model, x)
         if attack in NATIVE_ATTACKS:
             return native_attack(model, x, y, attack, eps, steps, norm, objective, tgt, step_size, random_start,
@@ -489,8 +451,6 @@ def run_attack(
 
         return art_attack(model, x, y, attack, eps=eps, steps=steps, norm=norm, target=tgt, step_size=step_size,
                           restarts=restarts, record=record, seed=seed)
-    finally:
-        model.train(was_training)
 
 
 def pgd_linf(
@@ -509,9 +469,9 @@ def pgd_linf(
     The model's mode is untouched (the training loop sets eval itself). Gradients are taken with
     ``torch.autograd.grad`` w.r.t. the input only, so parameter ``.grad`` stays as it was.
     """
-    _check_number("eps", eps, 0.0)
-    _check_int("steps", steps, 1)
-    _check_choice("objective", objective, OBJECTIVES)
+    check_number("eps", eps, 0.0)
+    check_int("steps", steps, 1)
+    check_choice("objective", objective, OBJECTIVES)
     alpha = step_size if step_size is not None else STEP_FACTOR * eps / steps
     x = x.detach()
     if random_start:

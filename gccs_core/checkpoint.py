@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import struct
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -24,40 +22,23 @@ import torch
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
+from ._version import __version__
+from .files import CHECKPOINT_FORMAT, CHECKPOINT_FORMAT_VERSION, checkpoint_info, parse_safetensors_header
+from .files import MAX_HEADER_BYTES as MAX_HEADER_BYTES  # re-exported: the bounds of a checkpoint file
+from .files import CheckpointError as CheckpointError
+from .files import atomic_write_bytes as atomic_write_bytes
 from .models import LatentClassifier, ModelSpec, build_model
 
-FORMAT = "gccs-checkpoint"
-FORMAT_VERSION = "1"
+FORMAT = CHECKPOINT_FORMAT
+FORMAT_VERSION = CHECKPOINT_FORMAT_VERSION
 MODEL_FILE = "model.safetensors"
 TRAINING_FILE = "checkpoint.safetensors"
 METADATA_FILE = "metadata.json"
 MAX_CHECKPOINT_BYTES = 200 * 1024 * 1024
-MAX_HEADER_BYTES = 1024 * 1024
 SPEC_FIELDS = ("encoder", "in_shape", "num_classes", "latent_dim", "loss", "loss_params", "mean", "std")
 
 
-class CheckpointError(ValueError):
-    """A file is not a valid checkpoint of this library (wrong, truncated, foreign or hostile)."""
-
-
 # -- writing ---------------------------------------------------------------------------------
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old file or the whole new one, never half."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _header(kind: str, metadata: dict[str, Any]) -> dict[str, str]:
@@ -70,8 +51,6 @@ def _cpu_contiguous(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 def model_metadata(model: LatentClassifier, **extra: Any) -> dict[str, Any]:
     """Metadata for a model file: its spec plus whatever the caller records (dataset, metrics ...)."""
-    from . import __version__
-
     return {"library_version": __version__, "spec": model.spec.to_dict(), **extra}
 
 
@@ -114,24 +93,6 @@ def save_training_checkpoint(
 # -- reading ---------------------------------------------------------------------------------
 
 
-def _read_header(data: bytes, source: str) -> dict[str, Any]:
-    if len(data) < 8:
-        raise CheckpointError(f"{source}: file is {len(data)} bytes, too short to be a safetensors checkpoint.")
-    (n,) = struct.unpack("<Q", data[:8])
-    if n > MAX_HEADER_BYTES or n > len(data) - 8:
-        raise CheckpointError(
-            f"{source}: header declares {n} bytes but the file holds {len(data) - 8} after the length field "
-            f"(limit {MAX_HEADER_BYTES}); the file is truncated or not a safetensors checkpoint."
-        )
-    try:
-        header = json.loads(data[8 : 8 + n].decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:  # RecursionError: hostile nesting
-        raise CheckpointError(f"{source}: header is not valid JSON ({err}); not a safetensors checkpoint.") from err
-    if not isinstance(header, dict):
-        raise CheckpointError(f"{source}: header is not a JSON object; not a safetensors checkpoint.")
-    return header
-
-
 def read_checkpoint_bytes(data: bytes, source: str = "checkpoint") -> tuple[str, dict[str, Any], dict[str, torch.Tensor]]:
     """Parse and validate a checkpoint held in memory: returns (kind, metadata, tensors).
 
@@ -139,23 +100,8 @@ def read_checkpoint_bytes(data: bytes, source: str = "checkpoint") -> tuple[str,
     """
     if len(data) > MAX_CHECKPOINT_BYTES:
         raise CheckpointError(f"{source}: {len(data)} bytes is over the {MAX_CHECKPOINT_BYTES}-byte limit.")
-    header = _read_header(data, source)
-    info = header.get("__metadata__")
-    if not isinstance(info, dict) or info.get("format") != FORMAT:
-        raise CheckpointError(f"{source}: a safetensors file, but not a {FORMAT} (no GCCS metadata in its header).")
-    if info.get("format_version") != FORMAT_VERSION:
-        raise CheckpointError(
-            f"{source}: format_version={info.get('format_version')!r}; this library reads version {FORMAT_VERSION}."
-        )
-    kind = info.get("kind")
-    if kind not in ("model", "training"):
-        raise CheckpointError(f"{source}: kind={kind!r}; allowed: model, training.")
-    try:
-        meta = json.loads(info.get("metadata", ""))
-    except (TypeError, json.JSONDecodeError, RecursionError) as err:
-        raise CheckpointError(f"{source}: metadata is not valid JSON ({err}).") from err
-    if not isinstance(meta, dict):
-        raise CheckpointError(f"{source}: metadata must be a JSON object, got {type(meta).__name__}.")
+    header = parse_safetensors_header(data, len(data), source)
+    kind, meta = checkpoint_info(header.get("__metadata__"), source)
     try:
         tensors = st_load(data)
     except Exception as err:  # safetensors raises its own error types for every malformed layout
@@ -218,7 +164,8 @@ def _build_and_fill(spec: ModelSpec, state: dict[str, torch.Tensor], source: str
     return model
 
 
-def _resolve(path: str | os.PathLike) -> Path:
+def resolve_checkpoint(path: str | os.PathLike) -> Path:
+    """The model file that ``path`` names: the file itself, or ``model.safetensors`` in a run folder."""
     p = Path(path)
     if p.is_dir():
         p = p / MODEL_FILE
@@ -236,24 +183,30 @@ def load_model_bytes(data: bytes, source: str = "upload") -> tuple[LatentClassif
     return _build_and_fill(spec, tensors, source), meta
 
 
+def load_model_with_metadata(path: str | os.PathLike) -> tuple[LatentClassifier, dict[str, Any]]:
+    """Load a model saved by this library (a ``.safetensors`` file or a run folder), in eval mode, and its metadata."""
+    p = resolve_checkpoint(path)
+    size = p.stat().st_size
+    if size > MAX_CHECKPOINT_BYTES:
+        raise CheckpointError(f"{p}: {size} bytes is over the {MAX_CHECKPOINT_BYTES}-byte limit.")
+    return load_model_bytes(p.read_bytes(), str(p))
+
+
 def load_model(
     path: str | os.PathLike, with_metadata: bool = False
 ) -> LatentClassifier | tuple[LatentClassifier, dict[str, Any]]:
     """Load a model saved by this library (a ``.safetensors`` file or a run folder), in eval mode.
 
-    With ``with_metadata=True`` returns ``(model, metadata)``.
+    ``with_metadata=True`` (kept for old callers) returns ``(model, metadata)``: prefer
+    ``load_model_with_metadata``, whose return type does not depend on a flag.
     """
-    p = _resolve(path)
-    size = p.stat().st_size
-    if size > MAX_CHECKPOINT_BYTES:
-        raise CheckpointError(f"{p}: {size} bytes is over the {MAX_CHECKPOINT_BYTES}-byte limit.")
-    model, meta = load_model_bytes(p.read_bytes(), str(p))
+    model, meta = load_model_with_metadata(path)
     return (model, meta) if with_metadata else model
 
 
 def load_metadata(path: str | os.PathLike) -> dict[str, Any]:
     """Metadata of a checkpoint without building the model."""
-    p = _resolve(path)
+    p = resolve_checkpoint(path)
     return read_checkpoint_bytes(p.read_bytes(), str(p))[1]
 
 

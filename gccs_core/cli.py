@@ -14,6 +14,7 @@ from .data import DATASETS
 from .losses import LOSSES
 from .models import ENCODERS
 from .train import AMP_DTYPES, DEVICES, OPTIMIZERS, SCHEDULES, Callback, EpochInfo, StepInfo, TrainConfig, TrainingDiverged
+from .validation import check_int
 
 LOSS_PARAM_FLAGS = ("sigma", "radius", "shrinkage", "lam", "eps")
 
@@ -213,8 +214,7 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
 
     eps = parse_eps_list(a.eps)
     if a.threads is not None:
-        if a.threads < 1:
-            raise ValueError(f"--threads={a.threads} is invalid: it must be an integer >= 1.")
+        check_int("--threads", a.threads, 1)
         import torch
 
         torch.set_num_threads(a.threads)
@@ -267,8 +267,7 @@ def cmd_attack(a: argparse.Namespace) -> int:
     from .data import load_dataset
     from .train import resolve_device
 
-    if a.n < 1:
-        raise ValueError(f"--n={a.n} is invalid: it must be an integer >= 1.")
+    check_int("--n", a.n, 1)
     model, meta = load_model(a.checkpoint, with_metadata=True)
     device = resolve_device(a.device)
     model.to(device)

@@ -32,7 +32,6 @@ Sanity flags (Carlini et al. 2019; AutoAttack's checks), stored in the report an
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -46,7 +45,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .attacks import NORMS, _check_choice, _check_int, _check_number, check_finite_scores, native_attack
+from ._version import __version__
+from .attacks import NORMS, check_finite_scores, native_attack
+from .files import file_sha256
+from .models import model_device
+from .validation import check_choice, check_int, check_number
 
 REPORT_FORMAT = "gccs-robustness-report"
 REPORT_VERSION = 1
@@ -173,14 +176,6 @@ def load_report(path: str | os.PathLike) -> RobustnessReport:
     return RobustnessReport.from_dict(data)
 
 
-def file_sha256(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def parse_eps_list(text: str | Sequence[float]) -> list[float]:
     """``"0.05,0.1"`` or a sequence -> sorted unique floats, each finite and >= 0."""
     items = text.split(",") if isinstance(text, str) else list(text)
@@ -190,7 +185,7 @@ def parse_eps_list(text: str | Sequence[float]) -> list[float]:
             v = float(item)
         except (TypeError, ValueError, OverflowError) as err:  # OverflowError: an int too big for a float
             raise ValueError(f"eps value {item!r} is not a number; give comma-separated numbers >= 0.") from err
-        out.append(_check_number("eps", v, 0.0))
+        out.append(check_number("eps", v, 0.0))
     if not out:
         raise ValueError("eps list is empty; give at least one value >= 0.")
     return sorted(set(out))
@@ -199,19 +194,15 @@ def parse_eps_list(text: str | Sequence[float]) -> list[float]:
 # -- helpers ---------------------------------------------------------------------------------
 
 
-def _device(model: nn.Module) -> torch.device:
-    return next(model.parameters()).device
-
-
 @torch.no_grad()
 def _predict(model: nn.Module, x: torch.Tensor, batch_size: int) -> torch.Tensor:
-    dev = _device(model)
+    dev = model_device(model)
     return torch.cat([model(x[i : i + batch_size].to(dev)).argmax(1).cpu() for i in range(0, len(x), batch_size)])
 
 
 def zero_gradient_fraction(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 500) -> float:
     """Fraction of inputs whose cross-entropy input gradient is exactly zero (CE saturation, gradient masking)."""
-    dev = _device(model)
+    dev = model_device(model)
     zero = 0
     for i in range(0, len(x), batch_size):
         xb = x[i : i + batch_size].to(dev).requires_grad_(True)
@@ -297,13 +288,13 @@ def evaluate_robustness(
     """
     if getattr(model, "training", False):
         raise ValueError("model is in training mode; call model.eval() before evaluating (batch norm would change the results).")
-    _check_choice("norm", norm, NORMS)
-    _check_int("steps", steps, 1)
-    _check_int("restarts", restarts, 1)
-    _check_int("square_queries", square_queries, 1)
-    _check_int("min_l2_n", min_l2_n, 1)
-    _check_int("seed", seed, 0)
-    _check_int("batch_size", batch_size, 1)
+    check_choice("norm", norm, NORMS)
+    check_int("steps", steps, 1)
+    check_int("restarts", restarts, 1)
+    check_int("square_queries", square_queries, 1)
+    check_int("min_l2_n", min_l2_n, 1)
+    check_int("seed", seed, 0)
+    check_int("batch_size", batch_size, 1)
     eps_values = parse_eps_list(list(eps_list))
     if min_l2 not in (None, "deepfool", "cw", "both"):
         raise ValueError(f"min_l2={min_l2!r} is unknown; allowed: deepfool, cw, both or None.")
@@ -519,8 +510,6 @@ def merge_reports(parts: Sequence[RobustnessReport]) -> RobustnessReport:
 
 
 def _versions() -> dict[str, str]:
-    from . import __version__
-
     out = {"gccs_core": __version__, "torch": torch.__version__}
     try:  # read the installed version without importing ART (its import costs ~150 MB and pulls in numba)
         from importlib.metadata import PackageNotFoundError, version
@@ -546,13 +535,13 @@ def evaluate_checkpoint(
 
     ``device``: auto (cuda, then mps, then cpu), cpu, cuda or mps; the attacks run where the model is.
     """
-    from .checkpoint import _resolve, load_model
+    from .checkpoint import load_model_with_metadata, resolve_checkpoint
     from .data import load_dataset
     from .train import resolve_device
 
-    _check_int("n", n, 1)
-    path = _resolve(checkpoint)
-    model, meta = load_model(path, with_metadata=True)  # type: ignore[misc]
+    check_int("n", n, 1)
+    path = resolve_checkpoint(checkpoint)
+    model, meta = load_model_with_metadata(path)
     ds_name = dataset or meta.get("dataset")
     if not ds_name:
         raise ValueError(f"{path}: the checkpoint does not record its dataset; pass dataset=... (--dataset).")

@@ -7,7 +7,8 @@ rule used at test time is exactly the one the loss trains for.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -15,6 +16,25 @@ import torch
 from torch import nn
 
 from .losses import LatentLoss, build_loss
+from .validation import check_choice, check_int
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """The device of a module's first parameter (or buffer); CPU for a module that holds neither."""
+    for tensor in (*model.parameters(), *model.buffers()):
+        return tensor.device
+    return torch.device("cpu")
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """``with eval_mode(model):`` runs the block in eval mode and restores the previous train/eval mode after it."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
 
 
 class Normalize(nn.Module):
@@ -100,8 +120,7 @@ class ModelSpec:
     std: tuple[float, ...] = (1.0,)
 
     def __post_init__(self) -> None:
-        if self.encoder not in ENCODERS:
-            raise ValueError(f"encoder={self.encoder!r} is unknown; allowed: {', '.join(ENCODERS)}.")
+        check_choice("encoder", self.encoder, ENCODERS)
         self.in_shape = tuple(int(v) for v in self.in_shape)  # type: ignore[assignment]
         self.mean = tuple(float(v) for v in self.mean)
         self.std = tuple(float(v) for v in self.std)
@@ -109,8 +128,7 @@ class ModelSpec:
             raise ValueError(f"in_shape={self.in_shape} is invalid: expected (C, H, W) with positive sizes.")
         if len(self.mean) != self.in_shape[0]:
             raise ValueError(f"mean={self.mean} must have one value per input channel ({self.in_shape[0]}).")
-        if isinstance(self.latent_dim, bool) or not isinstance(self.latent_dim, int) or self.latent_dim < 1:
-            raise ValueError(f"latent_dim={self.latent_dim!r} is invalid: it must be an integer >= 1.")
+        check_int("latent_dim", self.latent_dim, 1)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -128,6 +146,22 @@ class LatentClassifier(nn.Module):
         self.normalize = Normalize(spec.mean, spec.std)
         self.encoder = ENCODERS[spec.encoder](spec.in_shape, spec.latent_dim)
         self.head: LatentLoss = build_loss(spec.loss, spec.num_classes, spec.latent_dim, **spec.loss_params)
+
+    @classmethod
+    def from_module(
+        cls,
+        module: nn.Module,
+        latent_layer: str | None = None,
+        num_classes: int | None = None,
+        input_shape: tuple[int, int, int] | None = None,
+        value_range: tuple[float, float] = (0.0, 1.0),
+        **kwargs: Any,
+    ) -> LatentClassifier:
+        """Wrap any ``nn.Module`` that returns logits (see ``gccs_core.external.wrap_module``)."""
+        from .external import wrap_module
+
+        return wrap_module(module, latent_layer=latent_layer, num_classes=num_classes, input_shape=input_shape,
+                           value_range=value_range, **kwargs)
 
     @property
     def num_classes(self) -> int:
@@ -169,13 +203,9 @@ class LatentClassifier(nn.Module):
 
     @torch.no_grad()
     def predict(self, x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
-        """Predicted labels (N,), in eval mode, batched."""
-        was_training = self.training
-        self.eval()
-        try:
+        """Predicted labels (N,), in eval mode (the model's mode is restored), batched."""
+        with eval_mode(self):
             return torch.cat([self(x[i : i + batch_size]).argmax(1) for i in range(0, len(x), batch_size)])
-        finally:
-            self.train(was_training)
 
     def _check_input(self, x: torch.Tensor) -> None:
         if x.dim() != 4 or tuple(x.shape[1:]) != self.spec.in_shape:
@@ -190,18 +220,14 @@ def build_model(spec: ModelSpec) -> LatentClassifier:
 @torch.no_grad()
 def embed_batched(model: LatentClassifier, x: torch.Tensor, batch_size: int = 512) -> tuple[torch.Tensor, torch.Tensor]:
     """Latents (N, d) and scores (N, K) in eval mode, batched; the model's mode is restored."""
-    was_training = model.training
-    model.eval()
-    try:
-        dev = next(model.parameters()).device
-        zs, ss = [], []
+    dev = model_device(model)
+    zs, ss = [], []
+    with eval_mode(model):
         for i in range(0, len(x), batch_size):
             z = model.embed(x[i : i + batch_size].to(dev))
             zs.append(z.cpu())
             ss.append(model.scores_from_latent(z).cpu())
-        return torch.cat(zs), torch.cat(ss)
-    finally:
-        model.train(was_training)
+    return torch.cat(zs), torch.cat(ss)
 
 
 def _fold_batch_norm(module: nn.Module) -> None:
@@ -235,14 +261,14 @@ def _fold_batch_norm(module: nn.Module) -> None:
                 setattr(module, f"bn{name[4:]}", nn.Identity())
 
 
-def attack_copy(model: nn.Module) -> nn.Module:
+def attack_copy(model: LatentClassifier) -> LatentClassifier:
     """A frozen eval-mode copy of ``model`` that computes the same function faster, for attacks.
 
     Batch norm is folded into the preceding layer, weights are stored channels-last (oneDNN's fast
     layout) and no parameter needs a gradient, so a forward+backward to the input is about 1.5x
     faster on a CPU. Scores agree with the original to float rounding (about 1e-6 relative); an
-    attack's final predictions are still taken from the original model. Any module that is not a
-    ``LatentClassifier`` is returned as it is.
+    attack's final predictions are still taken from the original model. Any model that is not a
+    ``LatentClassifier`` (a wrapped module with the same methods) is returned as it is.
     """
     import copy
 

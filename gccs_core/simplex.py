@@ -14,6 +14,8 @@ import math
 
 import torch
 
+from .validation import check_number
+
 DEFAULT_RADIUS = 10.0
 """Vertex norm r used by GCCS and MMC unless configured (MMC's C_MM = 10)."""
 
@@ -31,11 +33,6 @@ def _check_geometry(num_classes: int, dim: int | None = None) -> None:
         )
 
 
-def _check_positive(name: str, value: float) -> None:
-    if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name}={value!r} is invalid: it must be a finite number > 0.")
-
-
 def simplex_vertices(
     num_classes: int,
     dim: int,
@@ -50,7 +47,7 @@ def simplex_vertices(
     ``radius`` and padded with zeros up to ``dim``. Deterministic: same inputs, same tensor.
     """
     _check_geometry(num_classes, dim)
-    _check_positive("radius", radius)
+    check_number("radius", radius, 0.0, open_low=True)
     k = num_classes
     centred = torch.eye(k, dtype=torch.float64) - 1.0 / k  # rows sum to zero, rank K-1
     # The first K-1 columns span the same space as all K (columns sum to zero); fixing the signs of
@@ -69,7 +66,7 @@ def simplex_vertices(
 def edge_length(num_classes: int, radius: float = DEFAULT_RADIUS) -> float:
     """Distance between any two vertices: ``r * sqrt(2K / (K - 1))``."""
     _check_geometry(num_classes)
-    _check_positive("radius", radius)
+    check_number("radius", radius, 0.0, open_low=True)
     return radius * math.sqrt(2.0 * num_classes / (num_classes - 1))
 
 
@@ -80,11 +77,11 @@ def normal_tail(x: float) -> float:
 
 def pairwise_bayes_error(num_classes: int, radius: float = DEFAULT_RADIUS, sigma: float = DEFAULT_SIGMA) -> float:
     """Bayes error between two classes ``N(mu_i, sigma^2 I)`` and ``N(mu_j, sigma^2 I)``: ``Q(Delta / 2 sigma)``."""
-    _check_positive("sigma", sigma)
+    check_number("sigma", sigma, 0.0, open_low=True)
     return normal_tail(edge_length(num_classes, radius) / (2.0 * sigma))
 
 
 def separation_ratio(num_classes: int, radius: float = DEFAULT_RADIUS, sigma: float = DEFAULT_SIGMA) -> float:
     """``Delta / sigma``: the one number that sets how separable the class Gaussians are."""
-    _check_positive("sigma", sigma)
+    check_number("sigma", sigma, 0.0, open_low=True)
     return edge_length(num_classes, radius) / sigma

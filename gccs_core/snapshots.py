@@ -15,6 +15,7 @@ import torch
 
 from .models import LatentClassifier, embed_batched
 from .train import Callback, EpochInfo
+from .validation import check_int
 
 
 @dataclass
@@ -47,10 +48,8 @@ class LatentSnapshots(Callback):
     def __post_init__(self) -> None:
         if not torch.is_tensor(self.x) or self.x.dim() != 4 or len(self.x) < 1:
             raise ValueError(f"x must be a non-empty (N, C, H, W) tensor; got {getattr(self.x, 'shape', type(self.x))}.")
-        if not isinstance(self.every, int) or self.every < 1:
-            raise ValueError(f"every={self.every!r} is invalid: it must be an integer >= 1.")
-        if not isinstance(self.max_snapshots, int) or self.max_snapshots < 2:
-            raise ValueError(f"max_snapshots={self.max_snapshots!r} is invalid: it must be an integer >= 2.")
+        check_int("every", self.every, 1)
+        check_int("max_snapshots", self.max_snapshots, 2)
 
     def record(self, model: LatentClassifier, epoch: int, train_loss: float = float("nan"),
                test_accuracy: float = float("nan")) -> Snapshot:

@@ -30,7 +30,8 @@ from .checkpoint import (
 )
 from .data import DATASETS, Dataset, dataset_info, load_dataset
 from .losses import LOSSES, build_loss, loss_parameters
-from .models import ENCODERS, LatentClassifier, ModelSpec, build_model
+from .models import ENCODERS, LatentClassifier, ModelSpec, build_model, eval_mode
+from .validation import check_bool, check_choice, check_int, check_number
 
 OPTIMIZERS = ("adamw", "adam", "sgd")
 SCHEDULES = ("cosine", "constant")
@@ -79,51 +80,39 @@ class TrainConfig:
     sync_batchnorm: bool = True  # several processes (torchrun): batch norm with the global batch's statistics
 
     def __post_init__(self) -> None:
-        for name, allowed in (("dataset", tuple(DATASETS)), ("encoder", ENCODERS), ("loss", LOSSES)):
-            value = getattr(self, name)  # a list or dict would otherwise fail as "unhashable", naming nothing
-            if not isinstance(value, str) and not (name == "encoder" and value is None):
-                raise ValueError(f"{name}={value!r} is unknown; allowed: {', '.join(allowed)}.")
+        if not isinstance(self.dataset, str):  # a list or dict would otherwise fail as "unhashable", naming nothing
+            check_choice("dataset", self.dataset, tuple(DATASETS))
+        dataset_info(self.dataset)  # raises with the allowed names
+        check_choice("loss", self.loss, tuple(LOSSES))
+        if self.encoder is not None:
+            check_choice("encoder", self.encoder, tuple(ENCODERS))
         for name in ("download", "augment", "adv_train", "sync_batchnorm"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"{name}={getattr(self, name)!r} is invalid: it must be True or False.")
+            check_bool(name, getattr(self, name))
         if self.data_root is not None and not isinstance(self.data_root, (str, os.PathLike)):
             raise ValueError(f"data_root={self.data_root!r} is invalid: it must be a folder path or None.")
         if self.data_root is not None:
             self.data_root = os.fspath(self.data_root)  # a Path must survive json.dumps into the checkpoint
         if not isinstance(self.loss_params, dict) or not all(isinstance(k, str) for k in self.loss_params):
             raise ValueError(f"loss_params={self.loss_params!r} is invalid: it must map parameter names to numbers.")
-        dataset_info(self.dataset)  # raises with the allowed names
-        if self.encoder is not None and self.encoder not in ENCODERS:
-            raise ValueError(f"encoder={self.encoder!r} is unknown; allowed: {', '.join(ENCODERS)}.")
-        if self.loss not in LOSSES:
-            raise ValueError(f"loss={self.loss!r} is unknown; allowed: {', '.join(LOSSES)}.")
         allowed = loss_parameters(self.loss)
         bad = sorted(set(self.loss_params) - set(allowed))
         if bad:
             raise ValueError(f"loss {self.loss!r} does not take {', '.join(bad)}; allowed: {', '.join(allowed) or 'none'}.")
-        _positive_int("latent_dim", self.latent_dim)
-        if self.latent_dim > 4096:  # the largest a checkpoint may hold (checkpoint.spec_from_metadata)
-            raise ValueError(f"latent_dim={self.latent_dim} is invalid: it must be an integer from 1 to 4096.")
-        _positive_int("epochs", self.epochs)
-        _positive_int("batch_size", self.batch_size)
-        _positive_int("adv_steps", self.adv_steps)
+        check_int("latent_dim", self.latent_dim, 1, 4096)  # 4096: the largest a checkpoint may hold
+        for name in ("epochs", "batch_size", "adv_steps"):
+            check_int(name, getattr(self, name), 1)
         if self.limit_train is not None:
-            _positive_int("limit_train", self.limit_train)
-        _choice("optimizer", self.optimizer, OPTIMIZERS)
-        _choice("schedule", self.schedule, SCHEDULES)
-        _choice("device", self.device, DEVICES)
-        _choice("amp", self.amp, tuple(AMP_DTYPES))
-        _choice("adv_objective", self.adv_objective, OBJECTIVES)
-        _number("lr", self.lr, minimum=0.0, open_low=True)
-        _number("weight_decay", self.weight_decay, minimum=0.0)
-        _number("warmup_epochs", self.warmup_epochs, minimum=0.0)
-        _number("adv_eps", self.adv_eps, minimum=0.0)
-        if self.adv_step_size is not None:
-            _number("adv_step_size", self.adv_step_size, minimum=0.0, open_low=True)
-        if self.grad_clip is not None:
-            _number("grad_clip", self.grad_clip, minimum=0.0, open_low=True)
-        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or not 0 <= self.seed < 2**32:
-            raise ValueError(f"seed={self.seed!r} is invalid: it must be an integer from 0 to 2**32 - 1.")
+            check_int("limit_train", self.limit_train, 1)
+        for name, options in (("optimizer", OPTIMIZERS), ("schedule", SCHEDULES), ("device", DEVICES),
+                              ("amp", tuple(AMP_DTYPES)), ("adv_objective", OBJECTIVES)):
+            check_choice(name, getattr(self, name), options)
+        check_number("lr", self.lr, 0.0, open_low=True)
+        for name in ("weight_decay", "warmup_epochs", "adv_eps"):
+            check_number(name, getattr(self, name), 0.0)
+        for name in ("adv_step_size", "grad_clip"):
+            if getattr(self, name) is not None:
+                check_number(name, getattr(self, name), 0.0, open_low=True)
+        check_int("seed", self.seed, 0, 2**32 - 1)
         info = dataset_info(self.dataset)
         if self.loss in ("gccs", "mmc") and self.latent_dim < info.num_classes - 1:
             raise ValueError(
@@ -159,23 +148,6 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"unknown training option(s) {', '.join(unknown)}; allowed: {', '.join(sorted(known))}.")
         return cls(**values)
-
-
-def _positive_int(name: str, value: Any) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name}={value!r} is invalid: it must be an integer >= 1.")
-
-
-def _choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise ValueError(f"{name}={value!r} is unknown; allowed: {', '.join(allowed)}.")
-
-
-def _number(name: str, value: Any, minimum: float, open_low: bool = False) -> None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and abs(value) < 1e300 and math.isfinite(value)
-    ok = ok and (value > minimum if open_low else value >= minimum)
-    if not ok:
-        raise ValueError(f"{name}={value!r} is invalid: it must be a finite number {'>' if open_low else '>='} {minimum}.")
 
 
 # -- progress reporting -----------------------------------------------------------------------
@@ -228,7 +200,7 @@ class TrainResult:
 
 def resolve_device(name: str) -> torch.device:
     """``auto`` picks cuda, then mps, then cpu; an explicit device that is missing is an error."""
-    _choice("device", name, DEVICES)
+    check_choice("device", name, DEVICES)
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -272,16 +244,12 @@ def augment_batch(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
 @torch.no_grad()
 def accuracy(model: LatentClassifier, data: Dataset, device: torch.device, batch_size: int = 512) -> float:
     """Clean accuracy in eval mode (the model's previous mode is restored)."""
-    was_training = model.training
-    model.eval()
-    try:
-        correct = 0
+    correct = 0
+    with eval_mode(model):
         for i in range(0, len(data), batch_size):
             xb, yb = data.x[i : i + batch_size].to(device), data.y[i : i + batch_size].to(device)
             correct += int((model(xb).argmax(1) == yb).sum())
-        return correct / max(1, len(data))
-    finally:
-        model.train(was_training)
+    return correct / max(1, len(data))
 
 
 def make_optimizer(model: LatentClassifier, config: TrainConfig) -> torch.optim.Optimizer:

@@ -3,8 +3,8 @@
 The app loads these files at start-up, so the first latent plot needs no torch forward pass and no
 UMAP compile. Run after (re)training the pretrained models:
 
-    python scripts/make_projections.py                      # every pretrained/*.safetensors
-    python scripts/make_projections.py --models digits-gccs digits-ce --no-umap
+    python -m scripts.make_projections                      # every pretrained/*.safetensors
+    python -m scripts.make_projections --models digits-gccs digits-ce --no-umap
 """
 
 from __future__ import annotations
@@ -17,22 +17,23 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from gccs_core.checkpoint import load_model_with_metadata
+from gccs_core.data import load_dataset
+from gccs_core.files import file_sha256
+from gccs_core.projection import LINEAR_METHODS
+from gccs_core.views import VIEW_SEED, latent_view, sample_indices, save_view, view_samples
 
-from app.common import VIEW_SEED, file_sha256, view_samples  # noqa: E402
-from gccs_core import load_dataset, load_model  # noqa: E402
-from gccs_core.projection import LINEAR_METHODS, latent_view, sample_indices, save_view  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def make_projection(checkpoint: Path, out_dir: Path, umap: bool = True) -> Path:
-    """Compute and save the view of one checkpoint (same samples as the app: ``app.common.view_samples``)."""
-    model, meta = load_model(checkpoint, with_metadata=True)
+    """Compute and save the view of one checkpoint (same samples as the app: ``gccs_core.views.view_samples``)."""
+    model, meta = load_model_with_metadata(checkpoint)
     dataset = meta["dataset"]
     data = load_dataset(dataset, "test")
     idx = sample_indices(data.y.numpy(), view_samples(dataset), VIEW_SEED)
     methods = LINEAR_METHODS + (("umap",) if umap else ())
-    view = latent_view(model, data, methods=methods, indices=idx)
+    view = dict(latent_view(model, data, methods=methods, indices=idx))
     view["checkpoint_sha256"] = np.array(file_sha256(str(checkpoint)))
     view["dataset"] = np.array(dataset)
     return save_view(out_dir / f"{checkpoint.stem}.npz", view)
