@@ -10,6 +10,10 @@ Both use a fixed stratified split: 20% test, ``sklearn.model_selection.train_tes
 
 Through torchvision, from files under ``root`` (download only when ``download=True``):
 ``mnist``, ``fashion-mnist``, ``cifar10``, ``cifar100``, ``svhn``.
+
+Your own data: any name ending in ``.npz`` is a path to an NPZ file (``x`` images, ``y`` labels,
+optional ``class_names`` and ``split``; see ``gccs_core/npz.py`` for the format and the checks).
+Split: the file's ``split`` array if it has one, else the same stratified 80/20 rule as above.
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from .npz import default_encoder, read_npz
 
 SPLITS = ("train", "test")
 SPLIT_SEED = 0
@@ -69,11 +75,28 @@ DATASETS: dict[str, DatasetInfo] = {
 }
 
 
+def is_npz_name(name: object) -> bool:
+    """True for a dataset name that is a path to an NPZ file (it ends in ``.npz``)."""
+    return isinstance(name, (str, os.PathLike)) and os.fspath(name).lower().endswith(".npz")
+
+
 def dataset_info(name: str) -> DatasetInfo:
-    """Facts about dataset ``name``; a clear error lists the allowed names."""
+    """Facts about dataset ``name`` (or an NPZ file's, read from it); a clear error lists the allowed names."""
+    if is_npz_name(name):
+        return _npz_info(name)
     if not isinstance(name, str) or name not in DATASETS:  # a list would fail as "unhashable", naming nothing
-        raise ValueError(f"dataset={name!r} is unknown; allowed: {', '.join(DATASETS)}.")
+        raise ValueError(f"dataset={name!r} is unknown; allowed: {', '.join(DATASETS)} or a path to a .npz file.")
     return DATASETS[name]
+
+
+def _npz_info(name: str | os.PathLike) -> DatasetInfo:
+    """An NPZ dataset's facts; mean/std are per channel over its training split."""
+    x, _, names, test = read_npz(name, TEST_FRACTION, SPLIT_SEED)
+    train = x[~test]
+    mean = tuple(float(v) for v in train.mean(axis=(0, 2, 3)))
+    std = tuple(max(float(v), 1e-3) for v in train.std(axis=(0, 2, 3)))
+    shape = (int(x.shape[1]), int(x.shape[2]), int(x.shape[3]))
+    return DatasetInfo(os.path.abspath(os.fspath(name)), shape, len(names), mean, std, default_encoder(shape), True)
 
 
 def default_data_root() -> Path:
@@ -259,7 +282,7 @@ def load_dataset(
 
     Args:
         name: one of ``DATASETS`` (``digits``, ``mnist5k``, ``mnist``, ``fashion-mnist``, ``cifar10``,
-            ``cifar100``, ``svhn``).
+            ``cifar100``, ``svhn``), or a path ending in ``.npz`` (your own data, see ``gccs_core.npz``).
         split: ``train`` or ``test``.
         root: folder of the torchvision datasets (default: ``default_data_root()``).
         download: fetch a torchvision dataset that is not on disk; never done unless asked.
@@ -270,7 +293,12 @@ def load_dataset(
         raise ValueError(f"split={split!r} is unknown; allowed: {', '.join(SPLITS)}.")
     if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
         raise ValueError(f"limit={limit!r} is invalid: it must be an integer >= 1 or None.")
-    if name == "digits":
+    if is_npz_name(name):
+        x_all, y_all, classes, test = read_npz(name, TEST_FRACTION, SPLIT_SEED)
+        keep = test if split == "test" else ~test
+        x, y = x_all[keep], y_all[keep]
+        name = os.path.abspath(os.fspath(name))
+    elif name == "digits":
         x, y, classes = _load_digits(split)
     elif name == "mnist5k":
         x, y, classes = _load_mnist5k(split)
