@@ -196,10 +196,10 @@ def read_state_dict_bytes(data: bytes, source: str = "weights") -> dict[str, tor
         raise WeightsError(f"{source}: {len(data)} bytes is over the {MAX_WEIGHTS_BYTES}-byte limit.")
     if len(data) < 8:
         raise WeightsError(f"{source}: file is {len(data)} bytes, too short to hold weights.")
+    if data[8:9] == b"{" and data[:4] != ZIP_MAGIC:  # safetensors: 8-byte header length, then a JSON object
+        return _as_state_dict(_read_safetensors(data, source), source)
     if data[:4] == ZIP_MAGIC or data[0] == PICKLE_PROTOCOL_BYTE:
         return _as_state_dict(_read_torch(data, source), source)
-    if data[8:9] == b"{":
-        return _as_state_dict(_read_safetensors(data, source), source)
     raise WeightsError(f"{source}: neither a safetensors file nor a torch.save state_dict (first bytes {data[:8]!r}).")
 
 
