@@ -91,8 +91,8 @@ def dataset_info(name: str) -> DatasetInfo:
 
 def _npz_info(name: str | os.PathLike) -> DatasetInfo:
     """An NPZ dataset's facts; mean/std are per channel over its training split."""
-    x, _, names, test = read_npz(name, TEST_FRACTION, SPLIT_SEED)
-    train = x[~test]
+    x, _, names, (train_idx, _) = read_npz(name, TEST_FRACTION, SPLIT_SEED)
+    train = x[train_idx]
     mean = tuple(float(v) for v in train.mean(axis=(0, 2, 3)))
     std = tuple(max(float(v), 1e-3) for v in train.std(axis=(0, 2, 3)))
     shape = (int(x.shape[1]), int(x.shape[2]), int(x.shape[3]))
@@ -294,8 +294,8 @@ def load_dataset(
     if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
         raise ValueError(f"limit={limit!r} is invalid: it must be an integer >= 1 or None.")
     if is_npz_name(name):
-        x_all, y_all, classes, test = read_npz(name, TEST_FRACTION, SPLIT_SEED)
-        keep = test if split == "test" else ~test
+        x_all, y_all, classes, (train_idx, test_idx) = read_npz(name, TEST_FRACTION, SPLIT_SEED)
+        keep = test_idx if split == "test" else train_idx
         x, y = x_all[keep], y_all[keep]
         name = os.path.abspath(os.fspath(name))
     elif name == "digits":

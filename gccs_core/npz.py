@@ -11,8 +11,10 @@ Format (``np.savez`` / ``np.savez_compressed``):
 Split rule: the file's ``split`` array when present; otherwise the library's fixed rule for its
 own datasets (``gccs_core.data`` passes it in): a stratified 80/20 split by
 ``sklearn.model_selection.train_test_split(test_size=0.2, random_state=0, stratify=y)``, so the
-same file always gives the same split (every class then needs at least 2 examples). Any other
-array in the file is an error (nothing is silently ignored).
+same file always gives the same split (every class then needs at least 2 examples), each split in
+train_test_split's shuffled order, so the first n test examples (``limit``, ``--n``) mix the classes.
+With a ``split`` array the file's order is kept. Any other array in the file is an error (nothing
+is silently ignored).
 
 Safety: ``np.load(allow_pickle=False)``; before any array is read, every member's ``.npy`` header is
 parsed with a size limit and its announced size compared with the bytes actually stored, so a
@@ -155,8 +157,9 @@ def _class_names(arr: np.ndarray | None, y: np.ndarray, src: str) -> list[str]:
     return names
 
 
-def _split_mask(arr: np.ndarray | None, y: np.ndarray, src: str, test_fraction: float, seed: int) -> np.ndarray:
-    """(N,) True for test examples."""
+def _split_indices(arr: np.ndarray | None, y: np.ndarray, src: str, test_fraction: float, seed: int
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """(train indices, test indices): in file order for a ``split`` array, else in train_test_split's order."""
     n = len(y)
     if arr is not None:
         if arr.ndim != 1 or arr.shape[0] != n:
@@ -173,7 +176,7 @@ def _split_mask(arr: np.ndarray | None, y: np.ndarray, src: str, test_fraction: 
             raise NPZError(f"{src}: split has dtype {arr.dtype}; expected strings 'train'/'test' or booleans (True = test).")
         if test.all() or not test.any():
             raise NPZError(f"{src}: split puts every example in {'test' if test.all() else 'train'}; both splits need examples.")
-        return test
+        return np.flatnonzero(~test), np.flatnonzero(test)
     from sklearn.model_selection import train_test_split
 
     counts = np.bincount(y)
@@ -183,34 +186,31 @@ def _split_mask(arr: np.ndarray | None, y: np.ndarray, src: str, test_fraction: 
                        "per class (or give a 'split' array).")
     if n < 5:
         raise NPZError(f"{src}: {n} examples are too few for an 80/20 split; give at least 5 (or a 'split' array).")
-    idx = np.arange(n)
     try:
-        _, test_idx = train_test_split(idx, test_size=test_fraction, random_state=seed, stratify=y)
+        train_idx, test_idx = train_test_split(np.arange(n), test_size=test_fraction, random_state=seed, stratify=y)
     except ValueError as err:  # a split smaller than the number of classes
         raise NPZError(f"{src}: cannot split {n} examples of {int((counts > 0).sum())} classes 80/20 stratified "
-                       f"({err}); add examples or give a 'split' array.") from err
-    test = np.zeros(n, dtype=bool)
-    test[test_idx] = True
-    return test
+                       f"({str(err)[:120]}); add examples or give a 'split' array.") from err
+    return train_idx, test_idx
 
 
 @functools.lru_cache(maxsize=4)
 def _parsed(path: str, mtime_ns: int, size: int, test_fraction: float, seed: int
-            ) -> tuple[np.ndarray, np.ndarray, list[str], np.ndarray]:
+            ) -> tuple[np.ndarray, np.ndarray, list[str], tuple[np.ndarray, np.ndarray]]:
     src = path
     arrays = _read_arrays(Path(path), src)
     x = _images(arrays["x"], src)
     y = _labels(arrays["y"], x.shape[0], src)
     names = _class_names(arrays.get("class_names"), y, src)
-    test = _split_mask(arrays.get("split"), y, src, test_fraction, seed)
-    for a in (x, y, test):
+    train_idx, test_idx = _split_indices(arrays.get("split"), y, src, test_fraction, seed)
+    for a in (x, y, train_idx, test_idx):
         a.setflags(write=False)  # cached: callers get read-only views
-    return x, y, names, test
+    return x, y, names, (train_idx, test_idx)
 
 
 def read_npz(name: str | os.PathLike, test_fraction: float, seed: int
-             ) -> tuple[np.ndarray, np.ndarray, list[str], np.ndarray]:
-    """(x float32 (N, C, H, W) in [0, 1], y int64 (N,), class names, test mask (N,)) of an NPZ dataset.
+             ) -> tuple[np.ndarray, np.ndarray, list[str], tuple[np.ndarray, np.ndarray]]:
+    """(x float32 (N, C, H, W) in [0, 1], y int64 (N,), class names, (train, test) indices) of an NPZ dataset.
 
     Cached by path, modification time and size; the arrays returned are read-only.
     """
