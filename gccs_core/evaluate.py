@@ -46,7 +46,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._version import __version__
-from .attacks import NORMS, check_finite_scores, native_attack
+from .attacks import ATTACKS, NORMS, AttackSpec, check_finite_scores
 from .files import file_sha256
 from .models import model_device
 from .validation import check_choice, check_int, check_number
@@ -217,28 +217,20 @@ def _run_suite_attack(model: nn.Module, spec: SuiteAttack, x: torch.Tensor, y: t
     """Success mask (N,) of one bounded attack on (x, y), batched."""
     out = []
     for i in range(0, len(x), batch_size):
-        xb, yb = x[i : i + batch_size], y[i : i + batch_size]
-        if spec.attack in ("fgsm", "pgd", "bim", "mim"):
-            res = native_attack(model, xb, yb, spec.attack, eps, spec.steps, norm, spec.objective, None, None,
-                                True, spec.restarts, False, seed + i, early_stop=True)
-        else:
-            from .art_adapter import art_attack
-
-            res = art_attack(model, xb, yb, spec.attack, eps, spec.steps, norm, None, None, spec.restarts, False, seed + i)
-        out.append(res.success)
+        attack = AttackSpec(spec.attack, eps, spec.steps, norm, spec.objective, restarts=spec.restarts, seed=seed + i)
+        out.append(ATTACKS[attack.attack](model, x[i : i + batch_size], y[i : i + batch_size], attack,
+                                          early_stop=True).success)
     return torch.cat(out)
 
 
 def _min_perturbation(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: str, seed: int,
                       batch_size: int) -> torch.Tensor:
     """Per-example L2 size of a minimal-perturbation attack (DeepFool or CW); ``inf`` where it failed."""
-    from .art_adapter import art_attack
-
     out = []
     for i in range(0, len(x), batch_size):
         xb, yb = x[i : i + batch_size], y[i : i + batch_size]
-        steps = DEEPFOOL_STEPS if attack == "deepfool" else CW_STEPS
-        res = art_attack(model, xb, yb, attack, 0.0, steps, "l2", None, None, 1, False, seed + i)
+        spec = AttackSpec(attack, 0.0, DEEPFOOL_STEPS if attack == "deepfool" else CW_STEPS, "l2", seed=seed + i)
+        res = ATTACKS[attack](model, xb, yb, spec)
         d = (res.x_adv - xb.cpu()).flatten(1).norm(dim=1)
         out.append(torch.where(res.success, d, torch.full_like(d, float("inf"))))
     return torch.cat(out)

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from gccs_core.art_adapter import art_pgd
-from gccs_core.attacks import ART_ATTACKS, run_attack
+from gccs_core.attacks import run_attack
+from gccs_core.attacks.art import art_pgd
 
 
 @pytest.mark.parametrize("model_name", ["digits_ce_model", "digits_gccs_model"])
@@ -69,7 +69,3 @@ def test_art_randomness_is_seeded_and_restored(digits_ce_model, digits_test):
     assert np.array_equal(np.random.get_state()[1], before)  # global NumPy state untouched
     b = run_attack(digits_ce_model, x, y, "square", eps=0.1, steps=30, seed=5)
     assert torch.equal(a.x_adv, b.x_adv)
-
-
-def test_art_attacks_registered():
-    assert set(ART_ATTACKS) == {"cw", "deepfool", "apgd-ce", "apgd-dlr", "square"}
