@@ -7,10 +7,10 @@ export NUMBA_CACHE_DIR ?= $(CURDIR)/.numba_cache
 
 .PHONY: install system-deps run test lint pretrained bench clean
 
-$(STAMP): requirements.txt pyproject.toml
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip
-	$(PY) -m pip install -r requirements.txt
+	$(PY) -m pip install -r requirements-dev.txt
 	$(PY) -m pip install --no-deps -e .
 	touch $(STAMP)
 
@@ -34,7 +34,7 @@ lint: install
 	$(VENV)/bin/ruff check gccs_core app tests bench scripts
 
 pretrained: install
-	$(PY) scripts/make_pretrained.py
+	$(PY) -m scripts.make_pretrained
 
 bench: install
 	$(PY) bench/bench_training.py

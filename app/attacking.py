@@ -9,7 +9,9 @@ from typing import Any
 import numpy as np
 import streamlit as st
 
-from app import common, figures
+from app import figures, loaders, registry, state
+from app.registry import ModelEntry
+from gccs_core.views import LatentView, attack_panel, fit_method, fooled, preview_panel
 
 ATTACK_CHOICES = {"pgd": "PGD", "fgsm": "FGSM", "mim": "MIM (momentum)", "bim": "BIM", "pgd-targeted": "Targeted PGD",
                   "cw": "Carlini-Wagner (L2, minimal; slow)"}
@@ -22,7 +24,7 @@ def init_state(num_classes: int) -> None:
     """Default attack settings (URL values, already in session state, win)."""
     for key, value in DEFAULTS.items():
         st.session_state.setdefault(key, value)
-    if common.FAST:
+    if state.FAST:
         st.session_state["n_samples"] = min(int(st.session_state["n_samples"]), 12)
     for key in ("target", "sample_class"):
         if not 0 <= int(st.session_state[key]) < num_classes:
@@ -35,9 +37,9 @@ def init_state(num_classes: int) -> None:
         st.session_state["samples"] = "random"
 
 
-def choose_samples(view: dict[str, Any]) -> np.ndarray:
+def choose_samples(view: LatentView) -> np.ndarray:
     """Dataset indices to attack: random, one class, or the points picked on the Latent space page."""
-    pool, y = np.asarray(view["idx"]), np.asarray(view["y"])
+    pool, y = view.idx, view.y
     n = int(st.session_state["n_samples"])
     mode = st.session_state["samples"]
     if mode == "one class":
@@ -58,65 +60,60 @@ def choose_samples(view: dict[str, Any]) -> np.ndarray:
 def _attack(key: str, mtime: float, dataset: str, idx: tuple[int, ...], attack: str, eps: float, steps: int,
             objective: str, target: int | None) -> dict[str, np.ndarray]:
     """Run one recorded attack on one model (numpy out, cached on the model key and every setting)."""
-    import torch
-
     from gccs_core.attacks import run_attack
 
-    model = common.get_model(common.find_model(key))
-    data = common.get_dataset(dataset)
-    index = torch.tensor(idx, dtype=torch.long)
-    x, y = data.x[index], data.y[index]
-    res = run_attack(model, x, y, attack=attack, eps=eps, steps=steps, objective=objective, target=target,
-                     record=True, seed=0)
+    model = loaders.get_model(_entry(key))
+    data = loaders.get_dataset(dataset)
+    index = np.asarray(idx, dtype=np.int64)
+    res = run_attack(model, data.x[index], data.y[index], attack=attack, eps=eps, steps=steps, objective=objective,
+                     target=target, record=True, seed=0)
     traj = res.trajectory
-    return {"z": traj.z.numpy(), "pred": traj.pred.numpy(), "x": traj.x.permute(0, 1, 3, 4, 2).numpy().astype(np.float16),
-            "success": res.success.numpy()}
+    return {"z": traj.z.numpy(), "pred": traj.pred.numpy(), "x": traj.x.permute(0, 1, 3, 4, 2).numpy().astype(np.float16)}
 
 
-def run(entries: list[common.ModelEntry], pool_view: dict[str, Any], method: str) -> dict[str, Any]:
+def _entry(key: str) -> ModelEntry:
+    entry = registry.find_model(key)
+    if entry is None:
+        raise ValueError(f"model {key!r} is no longer available; pick another one in the sidebar.")
+    return entry
+
+
+def run(entries: list[ModelEntry], pool_view: LatentView, method: str) -> dict[str, Any]:
     """Attack the chosen samples on every model and build the animation; everything the page draws."""
     t0 = time.perf_counter()
     idx = choose_samples(pool_view)
-    pos = np.searchsorted(pool_view["idx"], idx)
-    y = np.asarray(pool_view["y"])[pos]
-    names = [str(c) for c in pool_view["class_names"]]
+    y = pool_view.y[pool_view.positions(idx)]
+    names = pool_view.class_names
     choice = st.session_state["attack"]
     attack = "pgd" if choice == "pgd-targeted" else choice
     target = int(st.session_state["target"]) if choice == "pgd-targeted" else None
     eps, steps, objective = float(st.session_state["eps"]), int(st.session_state["steps"]), st.session_state["objective"]
     panels, flips = [], {}
     for entry in entries:
-        mtime = common._mtime(entry.path)
         with st.spinner(f"Attacking {entry.label}…"):
-            traj = _attack(entry.key, mtime, entry.dataset, tuple(int(i) for i in idx), attack, eps, steps, objective, target)
-        view = common.get_view(entry, "simplex" if method == "umap" else method)
-        proj = common.get_projection(entry, method)
-        frames = proj.transform(traj["z"])  # every step of every sample in one batch
-        background = proj.embedding_ if method == "umap" else proj.transform(view["z"])
-        fin = np.isfinite(view["prototypes"]).all(1)
-        protos = np.full((len(fin), 2), np.nan, dtype=np.float32)
-        protos[fin] = proj.transform(view["prototypes"][fin])
-        fooled = (traj["pred"] == target) if target is not None else (traj["pred"] != y)
+            traj = _attack(entry.key, registry.mtime(entry.path), entry.dataset, tuple(int(i) for i in idx), attack, eps,
+                           steps, objective, target)
         label = f"{entry.label} · {entry.loss}"
-        flips[label] = fooled.sum(1).tolist()
-        panels.append({"title": f"{label}: {int(fooled[-1].sum())}/{len(y)} fooled", "label": label, "frames": frames,
-                       "pred": traj["pred"], "y": y, "protos": protos, "kind": str(view["prototype_kind"]),
-                       "background": background, "background_y": np.asarray(view["y"]),
-                       "ellipses": view.get(f"ellipse/{method}"), "x": traj["x"].astype(np.float32), "key": entry.key})
-    n_frames = len(panels[0]["frames"])
-    fig = figures.animation_figure(panels, names, [f"step {t}" for t in range(n_frames)], "pred", common.plot_height())
+        panel = attack_panel(loaders.get_view(entry, fit_method(method)), loaders.get_projection(entry, method), method,
+                             traj["z"], traj["pred"], y, title=label + ": {fooled}/{n} fooled", target=target,
+                             x=traj["x"].astype(np.float32), label=label, key=entry.key)
+        flips[label] = fooled(panel.pred, y, target).sum(1).tolist()
+        panels.append(panel)
+    n_frames = panels[0].n_frames
+    fig = figures.animation_figure(panels, names, [f"step {t}" for t in range(n_frames)], "pred", state.plot_height())
     what = ATTACK_CHOICES[choice] + (f" → {names[target]}" if target is not None else "")
     summary = (f"{what}, eps={eps:g}, {steps} steps, objective {OBJECTIVE_LABELS[objective]}, {len(idx)} samples; "
                "points are coloured by the current prediction; a thick black ring = misclassified.")
     seconds = time.perf_counter() - t0
-    common._log.info("GCCS attack ready in %.3f s (%d samples, %d models, %d frames)", seconds, len(idx), len(panels), n_frames)
+    loaders.log.info("GCCS attack ready in %.3f s (%d samples, %d models, %d frames)", seconds, len(idx), len(panels),
+                     n_frames)
     return {"figure": fig, "panels": panels, "seconds": seconds,
             "flips": flips, "idx": idx, "y": y, "eps": eps, "n_frames": n_frames,
             "summary": summary, "method": method, "keys": [e.key for e in entries], "objective": objective,
             "attack": attack, "steps": steps}
 
 
-def preview(entries: list[common.ModelEntry], pool_view: dict[str, Any], method: str) -> Any | None:
+def preview(entries: list[ModelEntry], pool_view: LatentView, method: str) -> Any | None:
     """The chosen samples, clean, on both models (one frame), from the views' stored coordinates.
 
     Drawn before any attack so the page already holds its chart: the attack's animation then replaces
@@ -128,50 +125,52 @@ def preview(entries: list[common.ModelEntry], pool_view: dict[str, Any], method:
         return None
     panels = []
     for entry in entries:
-        view = common.get_view(entry, "simplex" if method == "umap" else method)
-        if f"coords/{method}" not in view:
+        view = loaders.get_view(entry, fit_method(method))
+        if not view.has(method):
             return None
-        pos = np.searchsorted(view["idx"], idx)
-        coords = np.asarray(view[f"coords/{method}"])
-        title = f"{entry.label} · {entry.loss}: {len(idx)} samples before the attack"
-        panels.append({"title": title, "frames": coords[pos][None],
-                       "pred": np.asarray(view["pred"])[pos][None], "y": np.asarray(view["y"])[pos],
-                       "protos": np.asarray(view[f"proto_coords/{method}"]), "kind": str(view["prototype_kind"]),
-                       "background": coords, "background_y": np.asarray(view["y"]),
-                       "ellipses": view.get(f"ellipse/{method}")})
-    names = [str(c) for c in pool_view["class_names"]]
-    return figures.animation_figure(panels, names, ["clean"], "pred", common.plot_height())
-
-
+        panels.append(preview_panel(view, method, idx, f"{entry.label} · {entry.loss}: {len(idx)} samples before the attack"))
+    return figures.animation_figure(panels, pool_view.class_names, ["clean"], "pred", state.plot_height())
 
 
 @st.cache_data(max_entries=8, show_spinner=False)
 def _robust_curve(key: str, mtime: float, dataset: str, idx: tuple[int, ...], label: str, steps: int,
                   eps_list: tuple[float, ...]) -> tuple[list[float], list[float]]:
-    import torch
-
     from gccs_core.evaluate import evaluate_robustness
 
-    model = common.get_model(common.find_model(key))
-    data = common.get_dataset(dataset)
-    index = torch.tensor(idx, dtype=torch.long)
+    model = loaders.get_model(_entry(key))
+    data = loaders.get_dataset(dataset)
+    index = np.asarray(idx, dtype=np.int64)
     report = evaluate_robustness(model, data.x[index], data.y[index], list(eps_list), steps=steps, attacks=[label],
                                  min_l2=None, seed=0)
     return [float(r["eps"]) for r in report.results], report.worst_case()
 
 
-def robust_curve(entries: list[common.ModelEntry], out: dict[str, Any]) -> dict[str, Any]:
-    """Robust accuracy against eps on the attacked samples, from the library's evaluation (untargeted)."""
-    objective = out["objective"]
-    label = "fgsm" if out["attack"] == "fgsm" else f"pgd-{objective}"
+def suite_label(attack: str, objective: str, steps: int) -> str:
+    """The evaluation suite's label for this attack and objective (its nearest entry: PGD with the objective)."""
+    from gccs_core.evaluate import OPTIONAL_ATTACKS, default_suite
+
+    labels = {(s.attack, s.objective): s.label for s in default_suite(steps, latent=True)}
+    labels.update({pair: label for label, pair in OPTIONAL_ATTACKS.items()})
+    for pair in ((attack, objective), (attack, "ce"), ("pgd", objective)):
+        if pair in labels:
+            return labels[pair]
+    raise ValueError(f"objective={objective!r} has no robust-accuracy evaluation.")
+
+
+def robust_curve(entries: list[ModelEntry], out: dict[str, Any]) -> dict[str, Any]:
+    """Robust accuracy against eps on the attacked samples, from the library's evaluation (untargeted).
+
+    A latent-objective curve is drawn only for models with class centres.
+    """
+    label = suite_label(out["attack"], out["objective"], out["steps"])
     top = max(0.3, 2 * out["eps"])
-    eps_list = tuple(float(round(v, 3)) for v in np.linspace(0.0, top, 4 if common.FAST else 7))
-    series = {}
+    eps_list = tuple(float(round(v, 3)) for v in np.linspace(0.0, top, 4 if state.FAST else 7))
+    series, eps = {}, list(eps_list)
     for entry in entries:
-        if label == "pgd-latent" and entry.loss not in ("gccs", "mmc", "center"):
+        if out["objective"] == "latent" and loaders.get_model(entry).centers is None:
             continue
         with st.spinner(f"Robust accuracy of {entry.label}…"):
-            eps, acc = _robust_curve(entry.key, common._mtime(entry.path), entry.dataset, tuple(int(i) for i in out["idx"]),
-                                     label, out["steps"], eps_list)
+            eps, acc = _robust_curve(entry.key, registry.mtime(entry.path), entry.dataset,
+                                     tuple(int(i) for i in out["idx"]), label, out["steps"], eps_list)
         series[f"{entry.label} · {entry.loss}"] = acc
     return {"eps": eps, "series": series, "title": f"robust accuracy vs eps ({label}, {len(out['idx'])} samples)"}

@@ -8,20 +8,21 @@ from typing import Any
 
 import streamlit as st
 
-from app import common
+from app import loaders, registry, state
+from app.registry import ModelEntry
 
 QUICK_EPS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.3)
 QUICK_ATTACKS = ("fgsm", "pgd-ce", "pgd-margin", "pgd-dlr")
 
 
 def quick_n() -> int:
-    return 40 if common.FAST else 300
+    return 40 if state.FAST else 300
 
 
-def report_path(entry: common.ModelEntry) -> Path | None:
+def report_path(entry: ModelEntry) -> Path | None:
     """Where a model's report lives: ``pretrained/robustness/<name>*.json`` or ``<run folder>/robustness.json``."""
     if entry.source == "pretrained":
-        folder = common.pretrained_dir() / "robustness"
+        folder = registry.pretrained_dir() / "robustness"
         hits = sorted(folder.glob(f"{entry.name}.json")) + sorted(folder.glob(f"{entry.name}-linf*.json"))
         return hits[0] if hits else None
     if entry.source == "user" and entry.path:
@@ -37,7 +38,7 @@ def _load(path: str, mtime: float) -> Any:
     return load_report(path)
 
 
-def reports_for(models: list[common.ModelEntry]) -> tuple[dict[str, dict[str, Any]], list[common.ModelEntry]]:
+def reports_for(models: list[ModelEntry]) -> tuple[dict[str, dict[str, Any]], list[ModelEntry]]:
     """Reports by model key (files, then this session's evaluations) and the models that have none."""
     found, missing = {}, []
     session = st.session_state.setdefault("eval_reports", {})
@@ -72,12 +73,12 @@ def table(reports: dict[str, dict[str, Any]]) -> dict[str, Any]:
     return {"rows": rows, "eps": eps_all, "curves": curves}
 
 
-def evaluate(entry: common.ModelEntry) -> Any:
+def evaluate(entry: ModelEntry) -> Any:
     """Quick library evaluation of one model; saved next to a user model, kept in the session otherwise."""
     from gccs_core.evaluate import evaluate_robustness, save_report
 
-    model = common.get_model(entry)
-    data = common.get_dataset(entry.dataset)
+    model = loaders.get_model(entry)
+    data = loaders.get_dataset(entry.dataset)
     n = min(quick_n(), len(data))
     rep = evaluate_robustness(model, data.x[:n], data.y[:n], list(QUICK_EPS), steps=10, attacks=list(QUICK_ATTACKS),
                               min_l2=None, seed=0, model_info={"name": entry.name, "loss": entry.loss})

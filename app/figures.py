@@ -17,6 +17,8 @@ import pandas  # noqa: F401 - import it whole before any figure: see below
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from gccs_core.views import Panel
+
 # plotly reads sys.modules["pandas"] directly while building every trace. Without the import above, a session on
 # the Compare page importing pandas made concurrent sessions' figures fail with "partially initialized module
 # 'pandas' has no attribute 'Series'" (found by tests/test_many_users.py). Importing it here, under the import
@@ -191,11 +193,11 @@ def _paths(frames: np.ndarray, start: int, stop: int) -> tuple[np.ndarray, np.nd
     return path[:, 0], path[:, 1]
 
 
-def animation_figure(panels: Sequence[dict[str, Any]], class_names: Sequence[str], frame_labels: Sequence[str],
+def animation_figure(panels: Sequence[Panel], class_names: Sequence[str], frame_labels: Sequence[str],
                      colour_by: str = "pred", height: int = 520, trails: bool = True, duration_ms: int = 350) -> go.Figure:
     """Side-by-side animation of samples moving in latent space (attack steps or training epochs).
 
-    Each panel: ``title``, ``frames`` (T, N, 2), ``pred`` (T, N), ``y`` (N,), ``protos`` (K, 2),
+    Each ``gccs_core.views.Panel``: ``title``, ``frames`` (T, N, 2), ``pred`` (T, N), ``y`` (N,), ``protos`` (K, 2),
     ``kind``, optional ``background`` (M, 2) + ``background_y`` (M,) and ``ellipses`` (K, L, P, 2).
     Points are coloured by the current prediction (``colour_by="pred"``) or true label (``"label"``);
     a point that is currently misclassified gets a thick black outline. One Play button drives all panels.
@@ -205,7 +207,7 @@ def animation_figure(panels: Sequence[dict[str, Any]], class_names: Sequence[str
     animated ones, validating them took longer than the two attacks behind a 100-sample animation.
     """
     names = [str(c) for c in class_names]
-    base = make_subplots(rows=1, cols=len(panels), subplot_titles=[p["title"] for p in panels], horizontal_spacing=0.06)
+    base = make_subplots(rows=1, cols=len(panels), subplot_titles=[p.title for p in panels], horizontal_spacing=0.06)
     layout = base.layout.to_plotly_json()
     data: list[dict[str, Any]] = []
     shapes: list[dict[str, Any]] = []
@@ -214,7 +216,7 @@ def animation_figure(panels: Sequence[dict[str, Any]], class_names: Sequence[str
     n_frames = len(frame_labels)
 
     def moving_data(p: dict[str, Any], t: int, col: int, xa: str, ya: str) -> list[dict[str, Any]]:
-        frames, pred, y = p["frames"], p["pred"], p["y"]
+        frames, pred, y = p.frames, p.pred, p.y
         colour_cls = pred[t] if colour_by == "pred" else y
         out = []
         if trails:  # the last TRAIL_STEPS steps: frames stay small (O(T N), not O(T^2 N))
@@ -238,24 +240,24 @@ def animation_figure(panels: Sequence[dict[str, Any]], class_names: Sequence[str
     for col, p in enumerate(panels, start=1):
         xa, ya = ("x", "y") if col == 1 else (f"x{col}", f"y{col}")
         axes.append((xa, ya))
-        if "background" in p and p["background"] is not None:
-            bg, bgy = np.asarray(p["background"], dtype=np.float32), np.asarray(p["background_y"])
+        if p.background is not None:
+            bg, bgy = np.asarray(p.background, dtype=np.float32), np.asarray(p.background_y)
             data.append({"type": "scatter", "x": bg[:, 0], "y": bg[:, 1], "mode": "markers", "name": f"clean {col}",
                          "showlegend": False, "hoverinfo": "skip", "xaxis": xa, "yaxis": ya,
                          "marker": {"size": 4, "color": bgy.astype(np.float32), "colorscale": scale, "cmin": 0,
                                     "cmax": max(1, len(names) - 1), "opacity": 0.25}})
-        if p.get("ellipses") is not None:
-            shapes += ellipse_shapes(p["ellipses"], names, xa, ya)
-        data += prototype_traces(p["protos"], p["kind"], names, xa, ya)
-        if trails and len(p["frames"]) > 1:
-            px, py = _paths(p["frames"], 0, len(p["frames"]) - 1)
+        if p.ellipses is not None:
+            shapes += ellipse_shapes(p.ellipses, names, xa, ya)
+        data += prototype_traces(p.protos, p.kind, names, xa, ya)
+        if trails and p.n_frames > 1:
+            px, py = _paths(p.frames, 0, p.n_frames - 1)
             data.append({"type": "scatter", "x": px, "y": py, "mode": "lines", "name": f"paths {col}",
                          "line": {"color": "rgba(60,60,60,0.15)", "width": 0.8}, "hoverinfo": "skip",
                          "showlegend": False, "xaxis": xa, "yaxis": ya})
         start = len(data)
         data += moving_data(p, 0, col, xa, ya)
         moving_idx += list(range(start, len(data)))
-        xr, yr = _range(p["frames"], p["protos"], *([p["background"]] if p.get("background") is not None else []))
+        xr, yr = _range(p.frames, p.protos, *([p.background] if p.background is not None else []))
         layout[f"xaxis{'' if col == 1 else col}"].update(range=xr, autorange=False)
         layout[f"yaxis{'' if col == 1 else col}"].update(range=yr, autorange=False)
 

@@ -9,23 +9,21 @@ background thread warms torch, the default models and UMAP afterwards.
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-os.environ.setdefault("NUMBA_CACHE_DIR", str(ROOT / ".numba_cache"))
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+os.environ.setdefault("NUMBA_CACHE_DIR", str(Path(__file__).resolve().parent.parent / ".numba_cache"))
 
 import streamlit as st  # noqa: E402
 
-from app import common  # noqa: E402
+from app import loaders, registry, state  # noqa: E402
 from app.upload import upload_box  # noqa: E402
 
+METHOD_LABELS = {"simplex": "Simplex view (exact)", "pca": "PCA", "lda": "LDA", "umap": "UMAP (approximate)"}
+
 st.set_page_config(page_title="GCCS Explorer", page_icon=":material/hub:", layout="wide")
-common.state_from_url()
-common.apply_pending()
-common.keep_state()
+state.state_from_url()
+state.apply_pending()
+state.keep_state()
 
 PAGES = {
     "latent": st.Page("app_pages/latent.py", title="Latent space", icon=":material/scatter_plot:", url_path="latent",
@@ -36,50 +34,50 @@ PAGES = {
     "learn": st.Page("app_pages/learn.py", title="Learn", icon=":material/school:", url_path="learn"),
 }
 st.session_state["_pages"] = PAGES
-page = st.navigation(list(PAGES.values()), position="top" if common.teacher() else "sidebar")
+page = st.navigation(list(PAGES.values()), position="top" if state.teacher() else "sidebar")
 
 # -- shared sidebar --------------------------------------------------------------------------
-datasets = common.available_datasets()
+datasets = registry.available_datasets()
 if st.session_state.get("dataset") not in datasets:
     st.session_state["dataset"] = datasets[0]
-models = common.list_models(st.session_state["dataset"])
+models = registry.list_models(st.session_state["dataset"])
 keys = [m.key for m in models]
-left_default, right_default = common.default_pair(models)
+left_default, right_default = registry.default_pair(models)
 for side, default in (("left", left_default), ("right", right_default)):
     if st.session_state.get(side) not in keys:
         st.session_state[side] = default
-if st.session_state.get("method") not in common.METHOD_LABELS:
+if st.session_state.get("method") not in METHOD_LABELS:
     st.session_state["method"] = "simplex"
 if st.session_state.get("dim") not in (2, 3):
     st.session_state["dim"] = 2
 
-busy = bool(st.session_state.get("training", False))
+busy = state.busy()
 labels = {m.key: m.label for m in models}
 with st.sidebar:
-    if not common.teacher():
+    if not state.teacher():
         st.toggle("Teacher mode", key="teacher", help="Hide the controls and enlarge the plots; the URL keeps it.")
         st.selectbox("Dataset", datasets, key="dataset", disabled=busy,
                      help="digits and mnist5k ship with the app; torchvision datasets appear once on disk.")
         if keys:
             st.selectbox("Left model", keys, key="left", format_func=labels.get, disabled=busy)
             st.selectbox("Right model", keys, key="right", format_func=labels.get, disabled=busy)
-        st.radio("Projection", list(common.METHOD_LABELS), key="method", format_func=common.METHOD_LABELS.get,
+        st.radio("Projection", list(METHOD_LABELS), key="method", format_func=METHOD_LABELS.get,
                  disabled=busy, help="Simplex view, PCA and LDA are exact linear maps; UMAP is approximate.")
         st.radio("Dimensions", [2, 3], key="dim", horizontal=True, disabled=busy, format_func=lambda d: f"{d}-D")
         # The uploader is drawn only on request: the first page then loads fewer frontend components.
         if st.toggle("Upload a model", key="show_upload", disabled=busy):
             upload_box(disabled=busy)
-common.state_to_url()
+state.state_to_url()
 
-if common.teacher():
+if state.teacher():
     st.markdown("<style>[data-testid='stSidebar']{display:none} h1{font-size:2.6rem!important}"
                 ".stPlotlyChart{font-size:1.2rem}</style>", unsafe_allow_html=True)
 
 page.run()
-if common.teacher():
+if state.teacher():
     st.divider()
     st.toggle("Teacher mode", key="teacher", help="Switch off to show the controls again.")
 
 # Warm torch, the default models and UMAP after the first page is drawn (once per server process).
 paths = tuple(m.path for m in models if m.key in (left_default, right_default) and m.path)
-common.start_warm_up(paths)
+loaders.start_warm_up(paths)

@@ -7,22 +7,23 @@ import re
 import time
 from typing import Any
 
-import numpy as np
 import streamlit as st
 
-from app import common, figures
+from app import figures, loaders, registry, state
+from gccs_core.views import sample_indices, snapshot_panel
 
 LOSS_LABELS = {"gccs": "GCCS (Gaussian class-conditional simplex)", "ce": "cross-entropy", "mmc": "MMC (max-Mahalanobis)",
                "center": "center loss"}
 DEFAULTS = {"tr_loss": "gccs", "tr_sigma": 1.0, "tr_radius": 10.0, "tr_latent_dim": 16, "tr_lam": 0.0, "tr_epochs": 5,
             "tr_lr": 3e-3, "tr_adv": False, "tr_adv_eps": 0.1, "tr_name": ""}
-PARAMS_OF = {"gccs": ("sigma", "radius", "lam"), "mmc": ("sigma", "radius"), "center": ("lam",), "ce": ()}
+FORM_PARAMS = {"sigma": "tr_sigma", "radius": "tr_radius", "lam": "tr_lam"}
+"""Loss hyperparameters the form offers -> their widget keys; a loss gets those of them it accepts."""
 
 
 def init_state() -> None:
     for key, value in DEFAULTS.items():
         st.session_state.setdefault(key, value)
-    if st.session_state.get("tr_dataset") not in common.available_datasets():
+    if st.session_state.get("tr_dataset") not in registry.available_datasets():
         st.session_state["tr_dataset"] = st.session_state.get("dataset", "digits")
     if st.session_state.get("training") and "train_request" not in st.session_state:
         st.session_state["training"] = False  # a run that was interrupted (page left, tab reloaded)
@@ -30,19 +31,17 @@ def init_state() -> None:
 
 def config_from_state() -> dict[str, Any]:
     """The training request from the form; validated by ``TrainConfig`` (a ``ValueError`` names the bad value)."""
-    from gccs_core import TrainConfig
+    from gccs_core.losses import loss_parameters
+    from gccs_core.train import TrainConfig
 
     loss = st.session_state["tr_loss"]
-    values = {"sigma": float(st.session_state["tr_sigma"]), "radius": float(st.session_state["tr_radius"]),
-              "lam": float(st.session_state["tr_lam"])}
-    if loss == "center" and values["lam"] == 0.0:
-        values["lam"] = 0.01
+    params = {str(p): float(st.session_state[FORM_PARAMS[p]]) for p in loss_parameters(loss) if p in FORM_PARAMS}
     cfg = {"dataset": st.session_state["tr_dataset"], "loss": loss,
-           "loss_params": {k: values[k] for k in PARAMS_OF[loss]}, "latent_dim": int(st.session_state["tr_latent_dim"]),
+           "loss_params": params, "latent_dim": int(st.session_state["tr_latent_dim"]),
            "epochs": int(st.session_state["tr_epochs"]), "lr": float(st.session_state["tr_lr"]),
            "adv_train": bool(st.session_state["tr_adv"]), "adv_eps": float(st.session_state["tr_adv_eps"]),
            "adv_steps": 5, "device": "cpu"}
-    if common.FAST:
+    if state.FAST:
         cfg["limit_train"] = 300
         cfg["epochs"] = min(cfg["epochs"], 2)
     TrainConfig(**cfg)  # raises with a clear message
@@ -51,7 +50,7 @@ def config_from_state() -> dict[str, Any]:
 
 
 def _unique_dir(name: str) -> Any:
-    base = common.session_models_dir()
+    base = registry.session_models_dir()
     out, i = base / name, 2
     while out.exists():
         out, i = base / f"{name}-{i}", i + 1
@@ -60,23 +59,18 @@ def _unique_dir(name: str) -> Any:
 
 def run_training(request: dict[str, Any] | None) -> None:
     """Train now, drawing progress live; the result goes to ``st.session_state['train_result']``."""
-    from gccs_core import TrainConfig, TrainingDiverged, train
-    from gccs_core.projection import LatentProjection, choose_prototypes, sample_indices
     from gccs_core.snapshots import LatentSnapshots
-    from gccs_core.train import Callback
+    from gccs_core.train import Callback, TrainConfig, TrainingDiverged, train
 
     if request is None:
         st.session_state["training"] = False
         return
     cfg = TrainConfig(**request["config"])
     out_dir = _unique_dir(request["name"])
-    data = common.get_dataset(cfg.dataset)
-    probe_idx = sample_indices(data.y.numpy(), 60 if common.FAST else 200, seed=1)
-    import torch
-
-    probe_x = data.x[torch.from_numpy(probe_idx)]
+    data = loaders.get_dataset(cfg.dataset)
+    probe_idx = sample_indices(data.y.numpy(), 60 if state.FAST else 200, seed=1)
     probe_y = data.y.numpy()[probe_idx]
-    snaps = LatentSnapshots(probe_x, every=1)
+    snaps = LatentSnapshots(data.x[probe_idx], every=1)
     status = st.status(f"Training {cfg.loss} on {cfg.dataset} for {cfg.epochs} epochs…", expanded=True)
     bar = status.progress(0.0, text="starting")
     chart = status.empty()
@@ -122,15 +116,13 @@ def run_training(request: dict[str, Any] | None) -> None:
     z_all, pred_all = snaps.stacked()
     model = result.model
     centers = None if model.centers is None else model.centers.detach().cpu().numpy()
-    protos, kind = choose_prototypes(centers, model.is_prototype, z_all[-1], probe_y, model.num_classes)
-    proj = LatentProjection("simplex", prototypes=protos[np.isfinite(protos).all(1)]).fit(z_all[-1], probe_y)
-    panel = {"title": f"{out_dir.name}: latent space per epoch", "frames": proj.transform(z_all), "pred": pred_all,
-             "y": probe_y, "protos": proj.transform(np.nan_to_num(protos)), "kind": kind}
+    panel = snapshot_panel(z_all, pred_all, probe_y, centers, model.is_prototype, model.num_classes,
+                           f"{out_dir.name}: latent space per epoch")
     fig = figures.animation_figure([panel], [str(c) for c in data.class_names], [f"epoch {e}" for e in snaps.epochs],
-                                   "label", common.plot_height(), trails=False, duration_ms=600)
-    common._scan_models.clear()  # the new model is selectable at once
+                                   "label", state.plot_height(), trails=False, duration_ms=600)
+    registry.refresh()  # the new model is selectable at once
     st.session_state["train_result"] = {
-        "name": out_dir.name, "key": f"user:{out_dir.parent.name}/{out_dir.name}", "dataset": cfg.dataset, "loss": cfg.loss,
+        "name": out_dir.name, "key": registry.user_model_key(out_dir), "dataset": cfg.dataset, "loss": cfg.loss,
         "history": result.history, "test_accuracy": result.metrics["test_accuracy"], "epochs": len(result.history),
-        "seconds": time.perf_counter() - t0, "figure": fig, "panel": {"kind": kind}}
+        "seconds": time.perf_counter() - t0, "figure": fig, "panel": {"kind": panel.kind}}
     st.rerun()  # unlock the controls and show the result

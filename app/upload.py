@@ -6,10 +6,13 @@ import hashlib
 
 import streamlit as st
 
-from app import common
+from app import registry, state
+from app.registry import ModelEntry
+
+MAX_UPLOAD_MB = 20
 
 
-def register_upload(name: str, data: bytes) -> common.ModelEntry:
+def register_upload(name: str, data: bytes) -> ModelEntry:
     """Validate checkpoint bytes with the library and add the model to this session's registry.
 
     Raises ``ValueError`` (``CheckpointError`` included) with a message fit for the user.
@@ -17,34 +20,33 @@ def register_upload(name: str, data: bytes) -> common.ModelEntry:
     from gccs_core.checkpoint import CheckpointError, load_model_bytes
     from gccs_core.data import dataset_info
 
-    if len(data) > common.MAX_UPLOAD_MB * 1024 * 1024:
-        raise ValueError(f"the file is {len(data) / 2**20:.1f} MB; the limit is {common.MAX_UPLOAD_MB} MB.")
+    if len(data) > MAX_UPLOAD_MB * 1024 * 1024:
+        raise ValueError(f"the file is {len(data) / 2**20:.1f} MB; the limit is {MAX_UPLOAD_MB} MB.")
     model, meta = load_model_bytes(data, name)
     dataset = meta.get("dataset")
     if not isinstance(dataset, str):
         raise CheckpointError(f"{name}: the metadata does not say which dataset the model was trained on.")
     info = dataset_info(dataset)
-    if dataset not in common.available_datasets():
+    if dataset not in registry.available_datasets():
         raise CheckpointError(f"{name}: a valid {model.spec.loss} model for {dataset}, but {dataset} is not on disk here "
                               f"(python -m gccs_core download --dataset {dataset}).")
     if tuple(model.spec.in_shape) != tuple(info.in_shape) or model.num_classes != info.num_classes:
         raise CheckpointError(f"{name}: the model takes {model.spec.in_shape} inputs and {model.num_classes} classes, "
                               f"but {dataset} has {info.in_shape} and {info.num_classes}.")
     sha = hashlib.sha256(data).hexdigest()[:12]
-    key = f"upload:{sha}"
+    key = registry.model_key("upload", sha)
     stem = name.rsplit(".", 1)[0][:40]
-    entry = common.ModelEntry(key, f"{stem} [{sha[:6]}]", dataset, model.spec.loss, "upload", None)
-    st.session_state.setdefault("upload_bytes", {})[key] = data
-    st.session_state.setdefault("uploads", {})[key] = entry
+    entry = ModelEntry(key, f"{stem} [{sha[:6]}]", dataset, model.spec.loss, "upload", None)
+    registry.register_upload(entry, data)
     return entry
 
 
 def upload_box(disabled: bool = False) -> None:
     """The sidebar uploader: a bad file gets one clear message, never a traceback."""
-    st.caption(f"A checkpoint saved by this library (.safetensors, at most {common.MAX_UPLOAD_MB} MB). "
+    st.caption(f"A checkpoint saved by this library (.safetensors, at most {MAX_UPLOAD_MB} MB). "
                "It stays in this browser session.")
     up = st.file_uploader("Checkpoint", type=["safetensors"], key="upload_file", disabled=disabled,
-                          max_upload_size=common.MAX_UPLOAD_MB)
+                          max_upload_size=MAX_UPLOAD_MB)
     if up is None:
         return
     marker = (up.name, up.size, up.file_id)
@@ -61,5 +63,5 @@ def upload_box(disabled: bool = False) -> None:
         st.error(st.session_state["_upload_error"])
         return
     st.success(f"Loaded {entry.label} ({entry.loss} on {entry.dataset}); pick it in either panel.")
-    common.set_pending(dataset=entry.dataset, right=entry.key)
+    state.set_pending(dataset=entry.dataset, right=entry.key)
     st.rerun()

@@ -29,35 +29,23 @@ Methods:
 The linear methods expose ``mean_`` (d,) and ``components_`` (n_components, d):
 ``transform(Z) = (Z - mean_) @ components_.T``.
 
-This module needs only numpy (scikit-learn and umap are imported when used); ``latent_view``
-needs torch and a model.
+This module needs only numpy (scikit-learn and umap are imported when used). Latent views, prototype
+projection and animation panels live in ``gccs_core.views``.
 """
 
 from __future__ import annotations
 
 import math
-import os
 import warnings
-from collections.abc import Sequence
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .data import Dataset
-    from .models import LatentClassifier
 
 PROJECTION_METHODS = ("simplex", "pca", "lda", "umap")
 LINEAR_METHODS = ("simplex", "pca", "lda")
 APPROXIMATE_METHODS = ("umap",)
 UMAP_NEW_POINTS = ("knn", "umap")
 
-PROTOTYPE_KINDS = ("simplex vertices", "learned centres", "class means")
-"""What the drawn prototypes are: a GCCS/MMC model's vertices, a center-loss model's learned
-centres, or (cross-entropy) the class means of the plotted latents."""
-
-VIEW_FORMAT_VERSION = 1
 
 
 def _smooth_knn_weights(dist: np.ndarray, iters: int = 64) -> np.ndarray:
@@ -306,7 +294,7 @@ class LatentProjection:
         return f"LatentProjection(method={self.method!r}, n_components={self.n_components}, random_state={self.random_state})"
 
 
-# -- latent-space facts ---------------------------------------------------------------------------
+# -- class statistics ---------------------------------------------------------------------------
 
 
 def class_means(Z: np.ndarray, y: np.ndarray, num_classes: int) -> np.ndarray:
@@ -324,181 +312,16 @@ def class_means(Z: np.ndarray, y: np.ndarray, num_classes: int) -> np.ndarray:
     return out
 
 
-def choose_prototypes(
-    centers: np.ndarray | None, is_prototype: bool, Z: np.ndarray, y: np.ndarray, num_classes: int
-) -> tuple[np.ndarray, str]:
-    """The points drawn as class anchors and what they are (one of ``PROTOTYPE_KINDS``).
-
-    Prototype models (GCCS, MMC) -> their simplex vertices; a model with learned centres (center
-    loss) -> those; otherwise (cross-entropy) the class means of ``Z`` by true label ``y``.
-    """
-    if centers is not None:
-        return np.asarray(centers, dtype=np.float64), ("simplex vertices" if is_prototype else "learned centres")
-    return class_means(Z, y, num_classes), "class means"
+_MOVED_TO_VIEWS = ("PROTOTYPE_KINDS", "VIEW_FORMAT_VERSION", "choose_prototypes", "distances", "class_gaussians_2d",
+                   "ellipse_points", "class_ellipses", "sample_indices", "latent_view", "projection_for_view",
+                   "save_view", "load_view")
 
 
-def distances(Z: np.ndarray, prototypes: np.ndarray) -> np.ndarray:
-    """Euclidean distance from every row of ``Z`` (..., d) to every prototype (K, d) -> (..., K)."""
-    Z = np.asarray(Z, dtype=np.float64)
-    P = np.asarray(prototypes, dtype=np.float64)
-    if Z.shape[-1] != P.shape[-1]:
-        raise ValueError(f"Z has {Z.shape[-1]} features but the prototypes have {P.shape[-1]}.")
-    return np.sqrt(np.maximum(((Z[..., None, :] - P) ** 2).sum(-1), 0.0))
+def __getattr__(name: str) -> Any:
+    """The view half of this module moved to ``gccs_core.views``; the old names still resolve (deprecated)."""
+    if name in _MOVED_TO_VIEWS:
+        warnings.warn(f"gccs_core.projection.{name} moved to gccs_core.views.{name}", DeprecationWarning, stacklevel=2)
+        from . import views
 
-
-def class_gaussians_2d(coords: np.ndarray, y: np.ndarray, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
-    """Mean (K, n) and covariance (K, n, n) of each class's projected points (NaN if < 2 samples).
-
-    For a linear projection this is exactly the projection of the class's latent Gaussian fit.
-    """
-    coords = np.asarray(coords, dtype=np.float64)
-    y = np.asarray(y).astype(np.int64)
-    n = coords.shape[1]
-    means = np.full((num_classes, n), np.nan)
-    covs = np.full((num_classes, n, n), np.nan)
-    for k in range(num_classes):
-        pts = coords[y == k]
-        if len(pts) >= 2:
-            means[k] = pts.mean(0)
-            covs[k] = np.cov(pts, rowvar=False)
-    return means, covs
-
-
-def ellipse_points(mean: np.ndarray, cov: np.ndarray, n_std: float = 1.0, n_points: int = 60) -> np.ndarray:
-    """Closed contour (n_points + 1, 2) at ``n_std`` standard deviations of a 2-D Gaussian."""
-    mean = np.asarray(mean, dtype=np.float64)
-    cov = np.asarray(cov, dtype=np.float64)
-    if mean.shape != (2,) or cov.shape != (2, 2):
-        raise ValueError(f"ellipse_points needs a 2-D mean and a 2x2 covariance; got {mean.shape} and {cov.shape}.")
-    vals, vecs = np.linalg.eigh((cov + cov.T) / 2.0)
-    radii = n_std * np.sqrt(np.clip(vals, 0.0, None))
-    t = np.linspace(0.0, 2.0 * math.pi, n_points + 1)
-    circle = np.stack([np.cos(t), np.sin(t)], 1)
-    return mean + (circle * radii) @ vecs.T
-
-
-def class_ellipses(means: np.ndarray, covs: np.ndarray, n_stds: Sequence[float] = (1.0, 2.0),
-                   n_points: int = 48) -> np.ndarray:
-    """Contours (K, len(n_stds), n_points + 1, 2) of every class Gaussian; NaN for classes without one."""
-    k = len(means)
-    out = np.full((k, len(n_stds), n_points + 1, 2), np.nan)
-    for i in range(k):
-        if np.isfinite(means[i]).all() and np.isfinite(covs[i]).all():
-            for j, n_std in enumerate(n_stds):
-                out[i, j] = ellipse_points(means[i], covs[i], n_std, n_points)
-    return out
-
-
-# -- precomputed latent views ---------------------------------------------------------------------
-
-
-def sample_indices(labels: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
-    """``n`` indices (sorted) drawn per class in proportion (stratified), reproducible for ``seed``."""
-    labels = np.asarray(labels).astype(np.int64)
-    if n >= len(labels):
-        return np.arange(len(labels))
-    rng = np.random.default_rng(seed)
-    classes = np.unique(labels)
-    picks = []
-    for k in classes:
-        idx = np.flatnonzero(labels == k)
-        m = max(1, round(n * len(idx) / len(labels)))
-        picks.append(rng.choice(idx, size=min(m, len(idx)), replace=False))
-    return np.sort(np.concatenate(picks))[: max(n, len(classes))]
-
-
-def latent_view(
-    model: LatentClassifier,
-    data: Dataset,
-    methods: Sequence[str] = LINEAR_METHODS,
-    n_samples: int = 500,
-    seed: int = 0,
-    n_components: int = 2,
-    indices: np.ndarray | None = None,
-) -> dict[str, Any]:
-    """Everything a latent-space plot of ``model`` on ``data`` needs, as a flat dict of numpy arrays.
-
-    Keys: ``idx`` (N,) sample indices in ``data``; ``y``, ``pred`` (N,); ``z`` (N, d); ``dist`` (N, K)
-    distances to the prototypes; ``prototypes`` (K, d) and ``prototype_kind``; ``images`` (N, H, W, C)
-    uint8; ``class_names``; ``sigma`` (NaN if none); ``accuracy`` on these samples; and per method
-    ``coords/<m>`` (N, n), ``proto_coords/<m>`` (K, n), and for linear methods ``ell_mean/<m>`` (K, n),
-    ``ell_cov/<m>`` (K, n, n), ``ellipse/<m>`` (K, 2, P, 2) 1- and 2-sigma contours (2-D only),
-    ``mean/<m>``, ``components/<m>``. ``methods`` lists the methods done.
-    """
-    import torch
-
-    from .models import embed_batched
-
-    if indices is None:
-        indices = sample_indices(data.y.numpy(), n_samples, seed)
-    indices = np.asarray(indices, dtype=np.int64)
-    x = data.x[torch.from_numpy(indices)]
-    y = data.y.numpy()[indices]
-    z_t, s_t = embed_batched(model, x)
-    z = z_t.numpy().astype(np.float64)
-    k = model.num_classes
-    centers = None if model.centers is None else model.centers.detach().cpu().numpy()
-    protos, kind = choose_prototypes(centers, model.is_prototype, z, y, k)
-    pred = s_t.argmax(1).numpy()
-    images = (x.permute(0, 2, 3, 1).numpy() * 255.0).round().clip(0, 255).astype(np.uint8)
-    view: dict[str, Any] = {
-        "format_version": np.array(VIEW_FORMAT_VERSION),
-        "idx": indices,
-        "y": y.astype(np.int64),
-        "pred": pred.astype(np.int64),
-        "z": z.astype(np.float32),
-        "dist": distances(z, protos).astype(np.float32),
-        "prototypes": protos.astype(np.float32),
-        "prototype_kind": np.array(kind),
-        "images": images,
-        "class_names": np.array(list(data.class_names)),
-        "sigma": np.array(float(model.sigma) if model.sigma is not None else float("nan")),
-        "accuracy": np.array(float((pred == y).mean())),
-        "n_components": np.array(n_components),
-    }
-    done = []
-    for m in methods:
-        proj = projection_for_view(view, m, n_components)
-        view[f"coords/{m}"] = proj.fit_transform(z, y).astype(np.float32) if m == "umap" else proj.transform(z)
-        fin = np.isfinite(protos).all(1)
-        pc = np.full((k, n_components), np.nan, dtype=np.float32)
-        pc[fin] = proj.transform(protos[fin])
-        view[f"proto_coords/{m}"] = pc
-        if proj.is_linear:
-            mu, cov = class_gaussians_2d(view[f"coords/{m}"], y, k)
-            view[f"ell_mean/{m}"], view[f"ell_cov/{m}"] = mu.astype(np.float32), cov.astype(np.float32)
-            if n_components == 2:
-                view[f"ellipse/{m}"] = class_ellipses(mu, cov).astype(np.float32)
-            view[f"mean/{m}"], view[f"components/{m}"] = proj.mean_, proj.components_
-        done.append(m)
-    view["methods"] = np.array(done)
-    return view
-
-
-def projection_for_view(view: dict[str, Any], method: str, n_components: int = 2, random_state: int = 0) -> LatentProjection:
-    """A ``LatentProjection`` fitted on a view's clean latents, as ``latent_view`` does (deterministic)."""
-    z = np.asarray(view["z"], dtype=np.float64)
-    y = np.asarray(view["y"])
-    protos = np.asarray(view["prototypes"], dtype=np.float64)
-    use = protos[np.isfinite(protos).all(1)] if method == "simplex" else None
-    return LatentProjection(method, n_components, prototypes=use, random_state=random_state).fit(z, y)
-
-
-def save_view(path: str | os.PathLike, view: dict[str, Any]) -> Path:
-    """Write a view (from ``latent_view``) as a compressed ``.npz``; returns the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    arrays = {key.replace("/", "__"): np.asarray(value) for key, value in view.items()}
-    tmp = path.with_name(f".{path.name}.tmp.npz")
-    np.savez_compressed(tmp, **arrays)
-    os.replace(tmp, path)
-    return path
-
-
-def load_view(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a view written by ``save_view`` (no pickle)."""
-    with np.load(Path(path), allow_pickle=False) as data:
-        view = {key.replace("__", "/"): data[key] for key in data.files}
-    if int(view.get("format_version", -1)) != VIEW_FORMAT_VERSION:
-        raise ValueError(f"{path}: view format_version={view.get('format_version')}; expected {VIEW_FORMAT_VERSION}.")
-    return view
+        return getattr(views, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

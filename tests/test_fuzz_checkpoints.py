@@ -16,7 +16,6 @@ import os
 import pickle
 import random
 import struct
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -24,7 +23,6 @@ from typing import Any
 
 import pytest
 import torch
-from app_fixtures import clear_caches, pretrained_fixture  # noqa: F401 - fixtures for the whole-app test
 from safetensors.torch import save as st_save
 
 from gccs_core import CheckpointError, load_model
@@ -32,8 +30,6 @@ from gccs_core.checkpoint import MAX_CHECKPOINT_BYTES, load_model_bytes, save_mo
 from gccs_core.models import ModelSpec, build_model
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 MARKER_ENV = "GCCS_FUZZ_MARKER"
 
@@ -409,88 +405,3 @@ def test_the_payloads_are_live(tmp_path: Path) -> None:
         pickle.loads(pickle.dumps(obj))  # noqa: S301 - deliberate: proves the payload works
         assert marker.exists()
         marker.unlink()
-
-
-def _upload_script() -> None:
-    """The app's real upload box, alone (AppTest runs this function as a Streamlit script)."""
-    import streamlit as st
-
-    from app.upload import upload_box
-
-    upload_box()
-    st.write("uploads: " + ",".join(sorted(st.session_state.get("uploads", {}))))
-
-
-def test_app_upload_refuses_every_hostile_file(hostile: tuple[list[tuple[str, bytes]], Path]) -> None:
-    """Every file through the app's uploader widget: a clear st.error, never an exception, nothing registered."""
-    from streamlit.testing.v1 import AppTest
-
-    files, marker = hostile
-    files = files + [("over-the-20MB-limit", good_model_bytes_cached() + b"\x00" * (21 * 1024 * 1024))]
-    at = AppTest.from_function(_upload_script, default_timeout=60)
-    at.run()
-    t0 = time.perf_counter()
-    shown: dict[str, str] = {}
-    loaded = []
-    def registered() -> set[str]:
-        return set(at.session_state["uploads"]) if "uploads" in at.session_state else set()
-
-    for name, data in files:
-        before = registered()
-        at.file_uploader(key="upload_file").set_value((f"{name}.safetensors", data, "application/octet-stream")).run()
-        assert not at.exception, (name, [e.value for e in at.exception])
-        errors = [e.value for e in at.error]
-        if name.startswith(MAY_LOAD) and not errors:
-            loaded.append(name)
-            continue
-        assert len(errors) == 1 and errors[0].startswith(f"Could not use {name}.safetensors: "), (name, errors)
-        assert registered() == before, (name, registered() - before)
-        shown[name] = errors[0]
-    assert not marker.exists(), "a pickle payload ran"
-    assert "limit is 20 MB" in shown["over-the-20MB-limit"]
-    assert "NaN or inf" in shown["nonfinite-nan-encoder.1.weight"]
-    assert "imagenet" in shown["dataset-imagenet"] and "has (1, 28, 28)" in shown["dataset-mnist5k"]
-    # the same session still accepts a good file afterwards
-    at.file_uploader(key="upload_file").set_value(("good.safetensors", good_model_bytes_cached(), "application/octet-stream"))
-    at.run()
-    assert not at.exception and not at.error
-    assert any(m.value.startswith("uploads: upload:") for m in at.markdown)
-    FIGURES["app_upload"] = {"files": len(files), "crashes": 0, "refused": len(shown), "loaded": len(loaded),
-                             "seconds": round(time.perf_counter() - t0, 1)}
-    print("\napp upload fuzz:", FIGURES["app_upload"])
-
-
-_GOOD: dict[str, bytes] = {}
-
-
-def good_model_bytes_cached() -> bytes:
-    if "good" not in _GOOD:
-        import tempfile
-
-        with tempfile.TemporaryDirectory() as d:
-            _GOOD["good"] = good_model_bytes(Path(d))
-    return _GOOD["good"]
-
-
-def test_the_whole_app_stays_usable_after_a_volley_of_hostile_uploads(
-    hostile: tuple[list[tuple[str, bytes]], Path], pretrained: dict[str, Path]
-) -> None:
-    """The real app (AppTest of app/main.py): one file of every kind, then a good upload that is drawn."""
-    from app_fixtures import errors, names, run_app, specs
-
-    files, marker = hostile
-    kinds = ("empty", "truncated-at-", "header-declares-", "real-2MB-header", "deeply-nested", "offsets-", "descriptor-",
-             "shape-", "dtype-", "nonfinite-", "info-", "spec-", "dataset-", "pickle-", "torch-save", "random-", "numpy")
-    volley = [next((n, d) for n, d in files if n.startswith(k)) for k in kinds]
-    at = run_app()
-    at.toggle(key="show_upload").set_value(True).run()  # the sidebar draws the uploader on request
-    for name, data in volley:
-        at.file_uploader(key="upload_file").set_value((f"{name}.safetensors", data, None)).run()
-        assert not at.exception, (name, at.exception)
-        assert any(e.startswith(f"Could not use {name}.safetensors") for e in errors(at)), (name, errors(at))
-        assert len(specs(at)) == 2, name  # both latent plots still drawn
-    assert not marker.exists()
-    at.file_uploader(key="upload_file").set_value(("mine.safetensors", pretrained["gccs"].read_bytes(), None)).run()
-    assert not at.exception and not errors(at)
-    assert at.session_state["right"].startswith("upload:")
-    assert sum("simplex vertices" in names(s) for s in specs(at)) == 2

@@ -1,4 +1,4 @@
-"""Projections, latent-space helpers, precomputed views and training snapshots."""
+"""The projection estimator (simplex view, PCA, LDA, UMAP) and training snapshots; views are in test_views.py."""
 
 from __future__ import annotations
 
@@ -7,22 +7,9 @@ import pytest
 import torch
 
 from gccs_core import TrainConfig, load_dataset, simplex_vertices, train
-from gccs_core.projection import (
-    LINEAR_METHODS,
-    LatentProjection,
-    NotFittedError,
-    choose_prototypes,
-    class_gaussians_2d,
-    class_means,
-    distances,
-    ellipse_points,
-    latent_view,
-    load_view,
-    projection_for_view,
-    sample_indices,
-    save_view,
-)
+from gccs_core.projection import LINEAR_METHODS, LatentProjection, NotFittedError, class_means
 from gccs_core.snapshots import LatentSnapshots
+from gccs_core.views import class_gaussians_2d
 
 K, D = 10, 16
 
@@ -125,47 +112,6 @@ def test_project_covariance_matches_projected_sample_covariance(blobs):
     np.testing.assert_allclose(p.project_covariance(0.25 * np.eye(D)), 0.25 * np.eye(2), atol=1e-12)
 
 
-def test_class_helpers_by_hand():
-    z = np.array([[0.0, 0.0], [2.0, 0.0], [0.0, 4.0]])
-    y = np.array([0, 0, 1])
-    means = class_means(z, y, 3)
-    np.testing.assert_allclose(means[:2], [[1.0, 0.0], [0.0, 4.0]])
-    assert np.isnan(means[2]).all()
-    protos, kind = choose_prototypes(None, False, z, y, 3)
-    assert kind == "class means" and np.isnan(protos[2]).all()
-    _, kind = choose_prototypes(np.eye(2), True, z, y, 2)
-    assert kind == "simplex vertices"
-    _, kind = choose_prototypes(np.eye(2), False, z, y, 2)
-    assert kind == "learned centres"
-    np.testing.assert_allclose(distances(z, np.array([[0.0, 0.0], [3.0, 4.0]])),
-                               [[0.0, 5.0], [2.0, np.sqrt(17.0)], [4.0, 3.0]])
-    with pytest.raises(ValueError, match="labels must lie in"):
-        class_means(z, np.array([0, 0, 5]), 3)
-
-
-def test_ellipse_points_lie_on_the_n_sigma_contour():
-    mean = np.array([1.0, -2.0])
-    cov = np.array([[4.0, 1.0], [1.0, 2.0]])
-    for n_std in (1.0, 2.0):
-        pts = ellipse_points(mean, cov, n_std, n_points=40)
-        assert pts.shape == (41, 2)
-        d = pts - mean
-        maha = np.einsum("ni,ij,nj->n", d, np.linalg.inv(cov), d)
-        np.testing.assert_allclose(maha, n_std**2, rtol=1e-9)
-        np.testing.assert_allclose(pts[0], pts[-1])
-    with pytest.raises(ValueError, match="2x2"):
-        ellipse_points(mean, np.eye(3))
-
-
-def test_sample_indices_stratified_and_reproducible():
-    y = np.repeat(np.arange(4), [10, 20, 30, 40])
-    idx = sample_indices(y, 20, seed=1)
-    assert len(idx) == 20 and len(set(idx)) == 20
-    np.testing.assert_array_equal(np.bincount(y[idx]), [2, 4, 6, 8])
-    np.testing.assert_array_equal(idx, sample_indices(y, 20, seed=1))
-    np.testing.assert_array_equal(sample_indices(y, 500), np.arange(100))
-
-
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     """A GCCS model trained for 3 epochs on 300 digits, with latent snapshots every epoch."""
@@ -174,35 +120,6 @@ def tiny_run(tmp_path_factory):
     cfg = TrainConfig(dataset="digits", loss="gccs", epochs=3, limit_train=300, batch_size=100, seed=0)
     result = train(cfg, [snaps], tmp_path_factory.mktemp("run"))
     return result, snaps
-
-
-def test_latent_view_roundtrip_and_consistency(tiny_run, tmp_path):
-    result, _ = tiny_run
-    model = result.model
-    data = load_dataset("digits", "test")
-    view = latent_view(model, data, methods=("simplex", "pca"), n_samples=100)
-    n = len(view["idx"])
-    assert 95 <= n <= 105 and view["images"].dtype == np.uint8 and view["images"].shape == (n, 8, 8, 1)
-    assert str(view["prototype_kind"]) == "simplex vertices"
-    np.testing.assert_allclose(view["prototypes"], model.centers.numpy())
-    np.testing.assert_allclose(view["dist"], distances(view["z"], view["prototypes"]), rtol=1e-5)
-    with torch.no_grad():
-        pred = model(data.x[torch.from_numpy(view["idx"])]).argmax(1).numpy()
-    np.testing.assert_array_equal(view["pred"], pred)
-    # prototypes of a GCCS model on a regular 10-gon in the simplex view
-    radii = np.linalg.norm(view["proto_coords/simplex"], axis=1)
-    np.testing.assert_allclose(radii, radii[0], rtol=1e-4)
-    # the refitted projection (what the attack page uses) reproduces the stored coordinates
-    for m in ("simplex", "pca"):
-        np.testing.assert_allclose(projection_for_view(view, m).transform(view["z"]), view[f"coords/{m}"], rtol=1e-5, atol=1e-5)
-    path = save_view(tmp_path / "v.npz", view)
-    back = load_view(path)
-    assert set(back) == set(view)
-    for key in view:
-        np.testing.assert_array_equal(back[key], view[key])
-    (tmp_path / "bad.npz").write_bytes(b"not a zip")
-    with pytest.raises(Exception):  # noqa: B017 - numpy raises BadZipFile/ValueError/OSError depending on content
-        load_view(tmp_path / "bad.npz")
 
 
 def test_snapshots_record_every_epoch_and_restore_mode(tiny_run):
@@ -240,26 +157,13 @@ def test_snapshots_bound_memory_and_validate():
         LatentSnapshots(model_x).stacked()
 
 
-def test_shipped_projections_match_the_shipped_checkpoints():
-    """Every pretrained model has a projection file made from exactly that checkpoint (else the app's
-    first paint falls back to torch); rerun scripts/make_projections.py after retraining."""
-    import sys
-    from pathlib import Path
-
-    root = Path(__file__).resolve().parent.parent
-    sys.path.insert(0, str(root))
-    from app.common import file_sha256, view_samples
-
-    checkpoints = sorted((root / "pretrained").glob("*.safetensors"))
-    if not checkpoints:
-        pytest.skip("no pretrained models in this checkout")
-    for ckpt in checkpoints:
-        npz = root / "pretrained" / "projections" / f"{ckpt.stem}.npz"
-        assert npz.exists(), f"{npz.name} missing: run scripts/make_projections.py"
-        view = load_view(npz)
-        assert str(view["checkpoint_sha256"]) == file_sha256(str(ckpt)), f"{npz.name} is stale"
-        assert len(view["idx"]) == view_samples(str(view["dataset"]))
-        assert {"coords/simplex", "coords/pca", "coords/lda", "ellipse/simplex"} <= set(view)
+def test_class_means_by_hand():
+    z = np.array([[0.0, 0.0], [2.0, 0.0], [0.0, 4.0]])
+    means = class_means(z, np.array([0, 0, 1]), 3)
+    np.testing.assert_allclose(means[:2], [[1.0, 0.0], [0.0, 4.0]])
+    assert np.isnan(means[2]).all()
+    with pytest.raises(ValueError, match="labels must lie in"):
+        class_means(z, np.array([0, 0, 5]), 3)
 
 
 def test_smooth_knn_weights_follow_umap_memberships():

@@ -4,25 +4,25 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app import attacking, common, figures
+from app import attacking, figures, loaders, registry, state
 
 dataset, method = st.session_state["dataset"], st.session_state["method"]
 st.title("Attack")
-entries = [common.find_model(st.session_state.get(side) or "") for side in ("left", "right")]
+entries = [registry.find_model(st.session_state.get(side) or "") for side in ("left", "right")]
 entries = [e for e in entries if e is not None]
 if not entries:
     st.warning(f"No model for {dataset} yet: train one on the Train page or upload one.")
     st.stop()
 try:
-    pool_view = common.get_view(entries[0], "simplex")
+    pool_view = loaders.get_view(entries[0], "simplex")
 except (ValueError, RuntimeError, OSError) as err:
-    common.show_error(err, "Cannot load the samples")
+    state.show_error(err, "Cannot load the samples")
     st.stop()
 names = [str(c) for c in pool_view["class_names"]]
 attacking.init_state(len(names))
-busy = bool(st.session_state.get("training"))
+busy = state.busy()
 
-with common.controls("Attack settings"), st.form("attack_form", border=False):
+with state.controls("Attack settings"), st.form("attack_form", border=False):
     c1, c2, c3 = st.columns(3)
     c1.selectbox("Attack", list(attacking.ATTACK_CHOICES), key="attack", format_func=attacking.ATTACK_CHOICES.get)
     c1.selectbox("Target class (targeted PGD)", list(range(len(names))), key="target", format_func=lambda k: names[k])
@@ -40,7 +40,7 @@ if run or st.session_state.pop("autorun_attack", False):
         st.session_state["attack_out"] = attacking.run(entries, pool_view, method)
     except (ValueError, RuntimeError, OSError, ImportError) as err:
         st.session_state.pop("attack_out", None)
-        common.show_error(err, "The attack could not run")
+        state.show_error(err, "The attack could not run")
 
 out = st.session_state.get("attack_out")
 if out is None:
@@ -65,12 +65,12 @@ pos = c_sample.selectbox("Sample", list(range(len(out["y"]))), key="img_sample",
                          format_func=lambda i: f"#{out['idx'][i]} (label {names[out['y'][i]]})")
 for panel in out["panels"]:
     cols = st.columns([1.3, 1, 1, 1, 1.3])
-    cols[0].markdown(f"**{panel['label']}**")
-    x0, xt = panel["x"][0, pos], panel["x"][step, pos]
+    cols[0].markdown(f"**{panel.label}**")
+    x0, xt = panel.x[0, pos], panel.x[step, pos]
     cols[1].image(figures.upscale(x0, 112), caption="original")
     cols[2].image(figures.perturbation_image(xt - x0, out["eps"], 112), caption="perturbation (amplified)")
     cols[3].image(figures.upscale(xt, 112), caption="adversarial")
-    p = int(panel["pred"][step, pos])
+    p = int(panel.pred[step, pos])
     verdict = "✅ correct" if p == out["y"][pos] else "❌ fooled"
     cols[4].markdown(f"step {step}: predicted **{names[p]}** {verdict}")
 
@@ -84,4 +84,4 @@ with c_rob:
         st.plotly_chart(figures.line_figure(curve["eps"], curve["series"], curve["title"], "eps", "robust accuracy",
                                             y_range=[0, 1.02]), key="robust", width="stretch")
     except (ValueError, RuntimeError) as err:
-        common.show_error(err, "Robust accuracy curve unavailable")
+        state.show_error(err, "Robust accuracy curve unavailable")

@@ -5,14 +5,14 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from app import common, comparing, figures
+from app import comparing, figures, registry, state
 
 dataset = st.session_state["dataset"]
 st.title("Compare")
 st.caption("Worst-case robust accuracy: a sample counts as robust at eps only if every attack of the suite failed on it "
            "(FGSM, PGD with cross-entropy / margin / DLR / latent objectives, APGD, Square…). Reports of the pretrained "
            "models ship with them; other models can be evaluated here on a small subset.")
-models = common.list_models(dataset)
+models = registry.list_models(dataset)
 if not models:
     st.warning(f"No model for {dataset} yet.")
     st.stop()
@@ -38,11 +38,11 @@ if missing:
                        format_func=lambda k: next(m.label for m in missing if m.key == k))
     st.caption("A quick evaluation: FGSM and PGD (cross-entropy, margin, DLR), 10 steps, on "
                f"{comparing.quick_n()} test samples.")
-    if st.button("Evaluate", key="eval_run", disabled=bool(st.session_state.get("training"))):
+    if st.button("Evaluate", key="eval_run", disabled=state.busy()):
         try:
             with st.spinner("Evaluating…"):
                 comparing.evaluate(next(m for m in missing if m.key == key))
         except (ValueError, RuntimeError, OSError) as err:
-            common.show_error(err, "Evaluation failed")
+            state.show_error(err, "Evaluation failed")
         else:
             st.rerun()

@@ -5,16 +5,16 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from app import common, figures
+from app import figures, loaders, registry, state
 
 dataset, method, dim = st.session_state["dataset"], st.session_state["method"], int(st.session_state["dim"])
 st.title("Latent space")
-if not common.teacher():
+if not state.teacher():
     st.caption("Each class of a GCCS model is trained to follow a Gaussian N(μₖ, σ²I) centred on a vertex μₖ of a regular "
                "simplex (stars). A cross-entropy model has no vertices: its class means are drawn instead. Ellipses: the "
                "1σ and 2σ contours of each class's fitted Gaussian in this projection. Click a point to inspect it; "
                "box/lasso-select points to attack them on the Attack page.")
-entries = [common.find_model(st.session_state.get(side) or "") for side in ("left", "right")]
+entries = [registry.find_model(st.session_state.get(side) or "") for side in ("left", "right")]
 if not any(entries):
     st.warning(f"No model for {dataset} yet: train one on the Train page or upload a checkpoint in the sidebar.")
     st.stop()
@@ -31,9 +31,9 @@ for col, side, entry in zip(cols, ("left", "right"), entries):
             continue
         try:
             with st.spinner("Fitting UMAP (the first fit compiles for a while)…" if method == "umap" else "Embedding…"):
-                view = common.get_view(entry, method, dim)
+                view = loaders.get_view(entry, method, dim)
         except (ValueError, RuntimeError, OSError, ImportError) as err:
-            common.show_error(err, f"Cannot project {entry.label}")
+            state.show_error(err, f"Cannot project {entry.label}")
             views.append(None)
             continue
         views.append(view)
@@ -41,7 +41,7 @@ for col, side, entry in zip(cols, ("left", "right"), entries):
         pos = int(np.searchsorted(view["idx"], selected)) if selected is not None else None
         if pos is not None and (pos >= len(view["idx"]) or view["idx"][pos] != selected):
             pos = None
-        fig = figures.latent_figure(view, method, f"{entry.label} · {entry.loss}", common.plot_height(), pos,
+        fig = figures.latent_figure(view, method, f"{entry.label} · {entry.loss}", state.plot_height(), pos,
                                     approximate=method == "umap")
         event = st.plotly_chart(fig, key=f"latent_{side}", on_select="rerun", selection_mode=("points", "box", "lasso"),
                                 width="stretch", config={"displaylogo": False})
@@ -57,7 +57,7 @@ for col, side, entry in zip(cols, ("left", "right"), entries):
                    f"{float(view['accuracy']):.1%}" + (f" · σ = {sigma:g}" if np.isfinite(sigma) else ""))
 
 if method == "umap" and dim == 2:
-    common.warm_umap_for([e for e, v in zip(entries, views) if e is not None and v is not None])
+    loaders.warm_umap_for([e for e, v in zip(entries, views) if e is not None and v is not None])
 
 # -- the selected sample -------------------------------------------------------------------------
 sample = st.session_state.get("selected_sample")

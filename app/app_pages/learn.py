@@ -4,22 +4,22 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app import common
+from app import state
 
 st.title("Learn: the Gaussian class-conditional simplex loss")
 
 st.subheader("Presets")
 c1, c2, c3 = st.columns(3)
 if c1.button("One digit under PGD", key="preset_pgd", width="stretch"):
-    common.set_pending(dataset="digits", attack="pgd", eps=0.2, steps=20, objective="ce", samples="one class",
+    state.set_pending(dataset="digits", attack="pgd", eps=0.2, steps=20, objective="ce", samples="one class",
                        sample_class=3, n_samples=1, method="simplex", autorun_attack=True)
     st.switch_page(st.session_state["_pages"]["attack"])
 if c2.button("Targeted attack 3 → 8", key="preset_targeted", width="stretch"):
-    common.set_pending(dataset="digits", attack="pgd-targeted", target=8, eps=0.25, steps=30, objective="ce",
+    state.set_pending(dataset="digits", attack="pgd-targeted", target=8, eps=0.25, steps=30, objective="ce",
                        samples="one class", sample_class=3, n_samples=20, method="simplex", autorun_attack=True)
     st.switch_page(st.session_state["_pages"]["attack"])
 if c3.button("Train GCCS live", key="preset_train", width="stretch"):
-    common.set_pending(tr_dataset="digits", tr_loss="gccs", tr_epochs=5, tr_sigma=1.0, tr_radius=10.0, tr_latent_dim=16,
+    state.set_pending(tr_dataset="digits", tr_loss="gccs", tr_epochs=5, tr_sigma=1.0, tr_radius=10.0, tr_latent_dim=16,
                        tr_lam=0.0, tr_adv=False, autorun_train=True)
     st.switch_page(st.session_state["_pages"]["train"])
 st.caption("Teacher mode (sidebar, or `?teacher=1` in the URL) hides the controls and enlarges the plots. The URL always "

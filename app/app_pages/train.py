@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app import common, figures, training
+from app import figures, registry, state, training
 
 st.title("Train")
 training.init_state()
-busy = bool(st.session_state.get("training"))
+busy = state.busy()
 
-with common.controls("Training settings"), st.form("train_form", border=False):
+with state.controls("Training settings"), st.form("train_form", border=False):
     c1, c2, c3 = st.columns(3)
-    c1.selectbox("Dataset", common.available_datasets(), key="tr_dataset", disabled=busy)
+    c1.selectbox("Dataset", registry.available_datasets(), key="tr_dataset", disabled=busy)
     c1.selectbox("Loss", list(training.LOSS_LABELS), key="tr_loss", format_func=training.LOSS_LABELS.get, disabled=busy)
     c1.text_input("Model name", key="tr_name", disabled=busy, help="Saved under the user models folder.")
     c2.number_input("σ (class Gaussian std)", 0.05, 10.0, key="tr_sigma", step=0.1, disabled=busy)
@@ -29,7 +29,7 @@ if start or st.session_state.pop("autorun_train", False):
     try:
         st.session_state["train_request"] = training.config_from_state()
     except ValueError as err:
-        common.show_error(err, "Invalid settings")
+        state.show_error(err, "Invalid settings")
     else:
         st.session_state["training"] = True
         st.rerun()  # redraw with every control locked, then train
@@ -48,7 +48,7 @@ if result.get("error"):
 st.success(f"Saved **{result['name']}** ({result['loss']} on {result['dataset']}): test accuracy "
            f"{result['test_accuracy']:.1%} after {result['epochs']} epochs in {result['seconds']:.1f} s.")
 if st.button("Show it in the right panel", key="train_use"):
-    common.set_pending(dataset=result["dataset"], right=result["key"])
+    state.set_pending(dataset=result["dataset"], right=result["key"])
     st.switch_page(st.session_state["_pages"]["latent"])
 c1, c2 = st.columns(2)
 hist = result["history"]

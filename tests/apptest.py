@@ -1,22 +1,18 @@
-"""Shared set-up for the app tests: tiny pretrained models (GCCS + cross-entropy on digits), their shipped
-projections and a robustness report, made once per test session with the real library, plus helpers
-to read plotly specs out of AppTest."""
+"""Helpers for the app tests (tests/app/, tests/system/): tiny pretrained models (GCCS + cross-entropy on
+digits) with their shipped projections and a robustness report, made with the real library; running the
+app in AppTest; reading plotly specs out of it. The fixtures are in tests/app/conftest.py."""
 
 from __future__ import annotations
 
 import base64
 import json
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))  # app/ and scripts/ import as packages
 APP = str(ROOT / "app" / "main.py")
 TIMEOUT = 90
 
@@ -84,29 +80,6 @@ def arr(value: Any) -> np.ndarray:
 
 def errors(at: Any) -> list[str]:
     return [e.value for e in at.error]
-
-
-_MADE: dict[str, Any] = {}
-
-
-@pytest.fixture(scope="session", name="pretrained")
-def pretrained_fixture(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Tiny pretrained models for the app, made once per test process (shared by every app test module)."""
-    if "paths" not in _MADE:
-        folder = tmp_path_factory.mktemp("pretrained")
-        set_env(folder, tmp_path_factory.mktemp("user_models"))
-        _MADE["paths"] = make_pretrained(folder)
-    return _MADE["paths"]
-
-
-@pytest.fixture(autouse=True)
-def clear_caches() -> Any:
-    """Streamlit caches are process-global: start every test from empty caches."""
-    import streamlit as st
-
-    st.cache_data.clear()
-    st.cache_resource.clear()
-    yield
 
 
 def run_app(query: dict[str, str] | None = None, page: str | None = None) -> Any:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from app_fixtures import arr, clear_caches, errors, names, pretrained_fixture, run_app, spec_by_trace, specs, trace  # noqa: F401
+from apptest import arr, errors, names, run_app, spec_by_trace, specs, trace
 
 from gccs_core.simplex import edge_length, pairwise_bayes_error
 

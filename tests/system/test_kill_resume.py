@@ -25,7 +25,7 @@ import torch
 from gccs_core import TrainConfig, load_model, train
 from gccs_core.checkpoint import METADATA_FILE, MODEL_FILE, TRAINING_FILE, read_checkpoint_bytes
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 EPOCHS = 40
 ARGS = dict(dataset="digits", loss="gccs", epochs=EPOCHS, limit_train=64, batch_size=32, seed=3, device="cpu")
 KILL_PLAN = ("startup", "write", "random", "write", "random", "write")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-from app_fixtures import arr, clear_caches, errors, names, pretrained_fixture, run_app, spec_by_trace, specs, trace  # noqa: F401
+from apptest import arr, errors, names, run_app, spec_by_trace, specs, trace
 
 
 def test_latent_page_shows_vertices_means_and_ellipses(pretrained):

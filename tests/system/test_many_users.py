@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from app_fixtures import ROOT, make_pretrained
 from app_server import CHROMIUM, CHROMIUM_ARGS, rss_mb, start_server, stop_server
+from apptest import ROOT, make_pretrained
 
 playwright_async = pytest.importorskip("playwright.async_api", reason="playwright is not installed")
 pytestmark = [

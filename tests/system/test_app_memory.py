@@ -6,7 +6,7 @@ import subprocess
 import sys
 import textwrap
 
-from app_fixtures import ROOT
+from apptest import ROOT
 
 
 def test_native_attack_and_robust_curve_do_not_import_art():

@@ -15,8 +15,8 @@ import os
 from pathlib import Path
 
 import pytest
-from app_fixtures import ROOT, make_pretrained
 from app_server import CHROMIUM, launch_browser, start_server, stop_server, wait_script_idle
+from apptest import ROOT, make_pretrained
 
 playwright_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
 pytestmark = [

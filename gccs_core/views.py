@@ -1,0 +1,473 @@
+"""Latent views and animation panels: what a latent-space plot needs, as numpy arrays, torch-free.
+
+A *view* is everything one model's latent-space plot needs on a fixed set of samples: latents, labels,
+predictions, distances to the prototypes, thumbnails and, per projection method, the 2-D/3-D
+coordinates, the projected prototypes and the class Gaussians' contours. ``latent_view`` builds it
+from a model (the only function here that needs torch, imported when called); ``save_view`` /
+``load_view`` store it as a flat ``.npz`` (no pickle, with a format version), the shipped
+``pretrained/projections/*.npz`` files that let the app paint its first page without torch.
+``LatentView`` names the fields of that flat dict.
+
+A *panel* is one model's side of an animation (attack steps or training epochs): frames of 2-D
+points, predictions, prototypes, optional background and Gaussians. ``attack_panel``,
+``preview_panel`` and ``snapshot_panel`` build them so that the app only hands them to a figure.
+
+One rule for prototypes everywhere (``project_prototypes``): a class without a prototype (a
+cross-entropy model's class absent from the plotted samples) gets a NaN row, which figures hide; it
+is never drawn at the projection of the origin.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .projection import LINEAR_METHODS, LatentProjection, class_means
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .data import Dataset
+    from .models import LatentClassifier
+
+PROTOTYPE_KINDS = ("simplex vertices", "learned centres", "class means")
+"""What the drawn prototypes are: a GCCS/MMC model's vertices, a center-loss model's learned
+centres, or (cross-entropy) the class means of the plotted latents."""
+
+VIEW_FORMAT_VERSION = 1
+VIEW_SAMPLES = {"digits": 360, "mnist5k": 500}
+"""Samples plotted per dataset (the same ones in both panels of the app and in the shipped files)."""
+DEFAULT_VIEW_SAMPLES = 500
+VIEW_SEED = 0
+
+
+def view_samples(dataset: str) -> int:
+    """How many test samples a view of ``dataset`` plots (``VIEW_SAMPLES``, else ``DEFAULT_VIEW_SAMPLES``)."""
+    return VIEW_SAMPLES.get(dataset, DEFAULT_VIEW_SAMPLES)
+
+
+def fit_method(method: str) -> str:
+    """The view method whose latents a projection is fitted on: UMAP views are fitted on the simplex view's."""
+    return "simplex" if method == "umap" else method
+
+
+# -- latent-space facts ---------------------------------------------------------------------------
+
+
+def choose_prototypes(
+    centers: np.ndarray | None, is_prototype: bool, Z: np.ndarray, y: np.ndarray, num_classes: int
+) -> tuple[np.ndarray, str]:
+    """The points drawn as class anchors and what they are (one of ``PROTOTYPE_KINDS``).
+
+    Prototype models (GCCS, MMC) -> their simplex vertices; a model with learned centres (center
+    loss) -> those; otherwise (cross-entropy) the class means of ``Z`` by true label ``y`` (NaN rows
+    for classes absent from ``y``).
+    """
+    if centers is not None:
+        return np.asarray(centers, dtype=np.float64), ("simplex vertices" if is_prototype else "learned centres")
+    return class_means(Z, y, num_classes), "class means"
+
+
+def project_prototypes(projection: LatentProjection, prototypes: np.ndarray) -> np.ndarray:
+    """Prototypes (K, d) -> (K, n) plot coordinates; a class without a prototype (NaN row) stays NaN (hidden)."""
+    protos = np.asarray(prototypes, dtype=np.float64)
+    out = np.full((len(protos), projection.n_components), np.nan, dtype=np.float32)
+    present = np.isfinite(protos).all(1)
+    if present.any():
+        out[present] = projection.transform(protos[present])
+    return out
+
+
+def distances(Z: np.ndarray, prototypes: np.ndarray) -> np.ndarray:
+    """Euclidean distance from every row of ``Z`` (..., d) to every prototype (K, d) -> (..., K)."""
+    Z = np.asarray(Z, dtype=np.float64)
+    P = np.asarray(prototypes, dtype=np.float64)
+    if Z.shape[-1] != P.shape[-1]:
+        raise ValueError(f"Z has {Z.shape[-1]} features but the prototypes have {P.shape[-1]}.")
+    return np.sqrt(np.maximum(((Z[..., None, :] - P) ** 2).sum(-1), 0.0))
+
+
+def class_gaussians_2d(coords: np.ndarray, y: np.ndarray, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Mean (K, n) and covariance (K, n, n) of each class's projected points (NaN if < 2 samples).
+
+    For a linear projection this is exactly the projection of the class's latent Gaussian fit.
+    """
+    coords = np.asarray(coords, dtype=np.float64)
+    y = np.asarray(y).astype(np.int64)
+    n = coords.shape[1]
+    means = np.full((num_classes, n), np.nan)
+    covs = np.full((num_classes, n, n), np.nan)
+    for k in range(num_classes):
+        pts = coords[y == k]
+        if len(pts) >= 2:
+            means[k] = pts.mean(0)
+            covs[k] = np.cov(pts, rowvar=False)
+    return means, covs
+
+
+def ellipse_points(mean: np.ndarray, cov: np.ndarray, n_std: float = 1.0, n_points: int = 60) -> np.ndarray:
+    """Closed contour (n_points + 1, 2) at ``n_std`` standard deviations of a 2-D Gaussian."""
+    mean = np.asarray(mean, dtype=np.float64)
+    cov = np.asarray(cov, dtype=np.float64)
+    if mean.shape != (2,) or cov.shape != (2, 2):
+        raise ValueError(f"ellipse_points needs a 2-D mean and a 2x2 covariance; got {mean.shape} and {cov.shape}.")
+    vals, vecs = np.linalg.eigh((cov + cov.T) / 2.0)
+    radii = n_std * np.sqrt(np.clip(vals, 0.0, None))
+    t = np.linspace(0.0, 2.0 * math.pi, n_points + 1)
+    circle = np.stack([np.cos(t), np.sin(t)], 1)
+    return mean + (circle * radii) @ vecs.T
+
+
+def class_ellipses(means: np.ndarray, covs: np.ndarray, n_stds: Sequence[float] = (1.0, 2.0),
+                   n_points: int = 48) -> np.ndarray:
+    """Contours (K, len(n_stds), n_points + 1, 2) of every class Gaussian; NaN for classes without one."""
+    k = len(means)
+    out = np.full((k, len(n_stds), n_points + 1, 2), np.nan)
+    for i in range(k):
+        if np.isfinite(means[i]).all() and np.isfinite(covs[i]).all():
+            for j, n_std in enumerate(n_stds):
+                out[i, j] = ellipse_points(means[i], covs[i], n_std, n_points)
+    return out
+
+
+def _stratified_counts(counts: np.ndarray, n: int) -> np.ndarray:
+    """Per-class sample counts summing to exactly ``n``, in proportion to ``counts`` (each class >= 1 if n allows).
+
+    Starts from the rounded quotas (so the result is unchanged wherever rounding already summed to n), then
+    takes from the classes rounded up the most, or gives to those rounded down the most, until the sum is n.
+    """
+    quota = n * counts / counts.sum()
+    floor = 1 if n >= len(counts) else 0
+    m = np.clip(np.round(quota), floor, counts).astype(np.int64)
+    excess = m - quota  # how far each class was rounded up
+    while m.sum() > n:
+        k = int(np.argmax(np.where(m > floor, excess, -np.inf)))
+        m[k] -= 1
+        excess[k] -= 1.0
+    while m.sum() < n:
+        k = int(np.argmin(np.where(m < counts, excess, np.inf)))
+        m[k] += 1
+        excess[k] += 1.0
+    return m
+
+
+def sample_indices(labels: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
+    """Exactly ``n`` sorted indices drawn per class in proportion to its size (stratified), reproducible for ``seed``.
+
+    All indices when ``n`` >= the number of samples; every class gets at least one sample when ``n`` >= the
+    number of classes.
+    """
+    labels = np.asarray(labels).astype(np.int64)
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"n={n!r} is invalid: it must be an integer >= 1.")
+    if n >= len(labels):
+        return np.arange(len(labels))
+    rng = np.random.default_rng(seed)
+    classes, counts = np.unique(labels, return_counts=True)
+    picks = [rng.choice(np.flatnonzero(labels == k), size=int(m), replace=False)
+             for k, m in zip(classes, _stratified_counts(counts, int(n)))]
+    return np.sort(np.concatenate(picks))
+
+
+# -- the view -------------------------------------------------------------------------------------------
+
+
+class LatentView(Mapping[str, Any]):
+    """A latent view: the flat dict of arrays that ``save_view`` writes, with named accessors.
+
+    Read-only mapping access (``view["coords/pca"]``) keeps the file's keys; the accessors name the
+    schema: ``idx``, ``y``, ``pred``, ``z``, ``dist``, ``prototypes``, ``prototype_kind``, ``images``,
+    ``class_names``, ``sigma``, ``accuracy``, ``methods``, and per method ``coords(m)``,
+    ``proto_coords(m)``, ``ellipses(m)``.
+    """
+
+    def __init__(self, data: Mapping[str, Any]) -> None:
+        self._data = dict(data)
+
+    def __getitem__(self, key: str) -> Any:
+        return self._data[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __repr__(self) -> str:
+        return f"LatentView(n={len(self.idx)}, kind={self.prototype_kind!r}, methods={self.methods})"
+
+    @property
+    def idx(self) -> np.ndarray:
+        """(N,) sample indices into the dataset's test split, sorted."""
+        return np.asarray(self._data["idx"])
+
+    @property
+    def y(self) -> np.ndarray:
+        return np.asarray(self._data["y"])
+
+    @property
+    def pred(self) -> np.ndarray:
+        return np.asarray(self._data["pred"])
+
+    @property
+    def z(self) -> np.ndarray:
+        """(N, d) clean latents."""
+        return np.asarray(self._data["z"])
+
+    @property
+    def dist(self) -> np.ndarray:
+        """(N, K) distances to the prototypes."""
+        return np.asarray(self._data["dist"])
+
+    @property
+    def prototypes(self) -> np.ndarray:
+        """(K, d) prototypes; NaN rows for classes without one."""
+        return np.asarray(self._data["prototypes"])
+
+    @property
+    def prototype_kind(self) -> str:
+        return str(self._data["prototype_kind"])
+
+    @property
+    def images(self) -> np.ndarray:
+        """(N, H, W, C) uint8 thumbnails."""
+        return np.asarray(self._data["images"])
+
+    @property
+    def class_names(self) -> list[str]:
+        return [str(c) for c in self._data["class_names"]]
+
+    @property
+    def sigma(self) -> float:
+        """The model's class standard deviation; NaN for a model without one."""
+        return float(self._data["sigma"])
+
+    @property
+    def accuracy(self) -> float:
+        return float(self._data["accuracy"])
+
+    @property
+    def methods(self) -> list[str]:
+        return [str(m) for m in self._data.get("methods", [])]
+
+    @property
+    def checkpoint_sha256(self) -> str:
+        """SHA-256 of the checkpoint a shipped view was made from ('' if not recorded)."""
+        return str(self._data.get("checkpoint_sha256", ""))
+
+    def position(self, sample: int) -> int | None:
+        """Position in this view of dataset index ``sample``; None if the view does not hold it."""
+        pos = int(np.searchsorted(self.idx, sample))
+        return pos if pos < len(self.idx) and int(self.idx[pos]) == int(sample) else None
+
+    def positions(self, samples: np.ndarray) -> np.ndarray:
+        """Positions of dataset indices ``samples`` (all held by the view)."""
+        pos = np.searchsorted(self.idx, samples)
+        if (pos >= len(self.idx)).any() or not np.array_equal(self.idx[np.minimum(pos, len(self.idx) - 1)], samples):
+            raise ValueError("some samples are not in this view.")
+        return pos
+
+    def has(self, method: str) -> bool:
+        return f"coords/{method}" in self._data
+
+    def coords(self, method: str) -> np.ndarray:
+        """(N, n) coordinates of the samples in ``method``'s projection."""
+        if not self.has(method):
+            raise ValueError(f"this view has no {method!r} coordinates; it holds: {', '.join(self.methods)}.")
+        return np.asarray(self._data[f"coords/{method}"])
+
+    def proto_coords(self, method: str) -> np.ndarray:
+        """(K, n) prototype coordinates (NaN rows hidden)."""
+        return np.asarray(self._data[f"proto_coords/{method}"])
+
+    def ellipses(self, method: str) -> np.ndarray | None:
+        """(K, 2, P, 2) 1- and 2-sigma contours of the class Gaussians (linear 2-D methods), else None."""
+        value = self._data.get(f"ellipse/{method}")
+        return None if value is None else np.asarray(value)
+
+
+def projection_for_view(view: Mapping[str, Any], method: str, n_components: int = 2,
+                        random_state: int = 0) -> LatentProjection:
+    """A ``LatentProjection`` fitted on a view's clean latents, as ``latent_view`` does (deterministic)."""
+    z = np.asarray(view["z"], dtype=np.float64)
+    y = np.asarray(view["y"])
+    protos = np.asarray(view["prototypes"], dtype=np.float64)
+    use = protos[np.isfinite(protos).all(1)] if method == "simplex" else None
+    return LatentProjection(method, n_components, prototypes=use, random_state=random_state).fit(z, y)
+
+
+def add_method(view: dict[str, Any], method: str, n_components: int = 2) -> LatentProjection:
+    """Project a view (dict being built) with ``method``: coordinates, prototypes and, if linear, the Gaussians."""
+    z, y = np.asarray(view["z"], dtype=np.float64), np.asarray(view["y"])
+    k = len(view["prototypes"])
+    proj = projection_for_view(view, method, n_components)
+    view[f"coords/{method}"] = proj.embedding_.copy() if method == "umap" else proj.transform(z)
+    view[f"proto_coords/{method}"] = project_prototypes(proj, view["prototypes"])
+    if proj.is_linear:
+        mu, cov = class_gaussians_2d(view[f"coords/{method}"], y, k)
+        view[f"ell_mean/{method}"], view[f"ell_cov/{method}"] = mu.astype(np.float32), cov.astype(np.float32)
+        if n_components == 2:
+            view[f"ellipse/{method}"] = class_ellipses(mu, cov).astype(np.float32)
+        view[f"mean/{method}"], view[f"components/{method}"] = proj.mean_, proj.components_
+    return proj
+
+
+def latent_view(
+    model: LatentClassifier,
+    data: Dataset,
+    methods: Sequence[str] = LINEAR_METHODS,
+    n_samples: int = 500,
+    seed: int = 0,
+    n_components: int = 2,
+    indices: np.ndarray | None = None,
+) -> LatentView:
+    """Everything a latent-space plot of ``model`` on ``data`` needs (see ``LatentView``); needs torch.
+
+    Keys: ``idx`` (N,) sample indices in ``data``; ``y``, ``pred`` (N,); ``z`` (N, d); ``dist`` (N, K)
+    distances to the prototypes; ``prototypes`` (K, d) and ``prototype_kind``; ``images`` (N, H, W, C)
+    uint8; ``class_names``; ``sigma`` (NaN if none); ``accuracy`` on these samples; and per method
+    ``coords/<m>`` (N, n), ``proto_coords/<m>`` (K, n), and for linear methods ``ell_mean/<m>`` (K, n),
+    ``ell_cov/<m>`` (K, n, n), ``ellipse/<m>`` (K, 2, P, 2) 1- and 2-sigma contours (2-D only),
+    ``mean/<m>``, ``components/<m>``. ``methods`` lists the methods done.
+    """
+    from .models import embed_batched
+
+    if indices is None:
+        indices = sample_indices(data.y.numpy(), n_samples, seed)
+    indices = np.asarray(indices, dtype=np.int64)
+    x = data.x[indices]
+    y = data.y.numpy()[indices]
+    z_t, s_t = embed_batched(model, x)
+    z = z_t.numpy().astype(np.float64)
+    centers = None if model.centers is None else model.centers.detach().cpu().numpy()
+    protos, kind = choose_prototypes(centers, model.is_prototype, z, y, model.num_classes)
+    pred = s_t.argmax(1).numpy()
+    images = (x.permute(0, 2, 3, 1).numpy() * 255.0).round().clip(0, 255).astype(np.uint8)
+    view: dict[str, Any] = {
+        "format_version": np.array(VIEW_FORMAT_VERSION),
+        "idx": indices,
+        "y": y.astype(np.int64),
+        "pred": pred.astype(np.int64),
+        "z": z.astype(np.float32),
+        "dist": distances(z, protos).astype(np.float32),
+        "prototypes": protos.astype(np.float32),
+        "prototype_kind": np.array(kind),
+        "images": images,
+        "class_names": np.array(list(data.class_names)),
+        "sigma": np.array(float(model.sigma) if model.sigma is not None else float("nan")),
+        "accuracy": np.array(float((pred == y).mean())),
+        "n_components": np.array(n_components),
+    }
+    for m in methods:
+        add_method(view, m, n_components)
+    view["methods"] = np.array(list(methods))
+    return LatentView(view)
+
+
+def save_view(path: str | os.PathLike, view: Mapping[str, Any]) -> Path:
+    """Write a view as a compressed ``.npz`` atomically (a reader never sees half a file); returns the path."""
+    from .files import atomic_write_bytes
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **{key.replace("/", "__"): np.asarray(value) for key, value in view.items()})
+    atomic_write_bytes(path, buf.getvalue())
+    return path
+
+
+def load_view(path: str | os.PathLike) -> LatentView:
+    """Read a view written by ``save_view`` (no pickle); a file of another format version is refused."""
+    with np.load(Path(path), allow_pickle=False) as data:
+        view = {key.replace("__", "/"): data[key] for key in data.files}
+    if "format_version" not in view or int(view["format_version"]) != VIEW_FORMAT_VERSION:
+        raise ValueError(f"{path}: view format_version={view.get('format_version')}; expected {VIEW_FORMAT_VERSION}.")
+    return LatentView(view)
+
+
+# -- animation panels ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Panel:
+    """One model's side of an animation: ``frames`` (T, N, 2) of N points over T steps or epochs.
+
+    ``pred`` (T, N) predictions per frame and ``y`` (N,) true labels colour the points; ``protos`` (K, 2)
+    are the prototypes (NaN rows hidden) of kind ``kind``; optional ``background`` (M, 2) clean points
+    with labels ``background_y`` and ``ellipses`` (K, L, P, 2) class Gaussians' contours; ``x``
+    (T, N, H, W, C) the inputs per frame (attacks) for the per-step images.
+    """
+
+    title: str
+    frames: np.ndarray
+    pred: np.ndarray
+    y: np.ndarray
+    protos: np.ndarray
+    kind: str
+    background: np.ndarray | None = None
+    background_y: np.ndarray | None = None
+    ellipses: np.ndarray | None = None
+    x: np.ndarray | None = None
+    label: str = ""
+    key: str = ""
+
+    @property
+    def n_frames(self) -> int:
+        return int(self.frames.shape[0])
+
+
+def fooled(pred: np.ndarray, y: np.ndarray, target: int | None = None) -> np.ndarray:
+    """(T, N) True where the attack has succeeded at that step: the target class reached, or any wrong class."""
+    pred = np.asarray(pred)
+    return pred == target if target is not None else pred != np.asarray(y)
+
+
+def background_coords(projection: LatentProjection, z: np.ndarray) -> np.ndarray:
+    """The clean points behind an animation: UMAP's own embedding of them, else their projection."""
+    if projection.method == "umap":
+        return projection.embedding_
+    return projection.transform(z)
+
+
+def attack_panel(view: LatentView, projection: LatentProjection, method: str, z: np.ndarray, pred: np.ndarray,
+                 y: np.ndarray, *, title: str, target: int | None = None, x: np.ndarray | None = None,
+                 label: str = "", key: str = "") -> Panel:
+    """An attack animation panel: latent trajectories ``z`` (T, N, d) projected with the view's projection.
+
+    ``projection`` is fitted on ``view`` (``projection_for_view``) for ``method``; every step of every
+    sample is transformed in one batch. ``title`` may hold ``{fooled}`` and ``{n}`` (successes at the last step).
+    """
+    frames = projection.transform(np.asarray(z))
+    hit = fooled(pred, y, target)
+    return Panel(title=title.format(fooled=int(hit[-1].sum()), n=len(y)), frames=frames, pred=np.asarray(pred),
+                 y=np.asarray(y), protos=project_prototypes(projection, view.prototypes), kind=view.prototype_kind,
+                 background=background_coords(projection, view.z), background_y=view.y,
+                 ellipses=view.ellipses(method), x=x, label=label, key=key)
+
+
+def preview_panel(view: LatentView, method: str, samples: np.ndarray, title: str) -> Panel:
+    """The chosen samples, clean, as a one-frame panel from the view's stored coordinates (no projection to fit)."""
+    pos = view.positions(np.asarray(samples))
+    coords = view.coords(method)
+    return Panel(title=title, frames=coords[pos][None], pred=view.pred[pos][None], y=view.y[pos],
+                 protos=view.proto_coords(method), kind=view.prototype_kind, background=coords, background_y=view.y,
+                 ellipses=view.ellipses(method))
+
+
+def snapshot_panel(z: np.ndarray, pred: np.ndarray, y: np.ndarray, centers: np.ndarray | None, is_prototype: bool,
+                   num_classes: int, title: str) -> Panel:
+    """Training snapshots ``z`` (E, N, d) as an epochs animation in the simplex view of the last epoch.
+
+    The prototypes are the model's vertices or centres, else the last epoch's class means; a class absent
+    from the probe samples has no star (hidden, not drawn at the origin).
+    """
+    z, y = np.asarray(z, dtype=np.float64), np.asarray(y)
+    protos, kind = choose_prototypes(centers, is_prototype, z[-1], y, num_classes)
+    proj = LatentProjection("simplex", prototypes=protos[np.isfinite(protos).all(1)]).fit(z[-1], y)
+    return Panel(title=title, frames=proj.transform(z), pred=np.asarray(pred), y=y,
+                 protos=project_prototypes(proj, protos), kind=kind)
