@@ -8,31 +8,84 @@ fixed centres its decision rule needs.
   evaluation always use these scores, never a guessed rule.
 * ``loss.centers`` -> (K, d) class centres or ``None``; ``loss.sigma`` -> float or ``None``.
 
-The equations are written out in docs/gccs.md.
+The GCCS papers' equations were not available, so ``gccs`` is our reconstruction and the other
+``gccs-*`` classes are the other plausible readings of the same stated design (same simplex, same
+target N(mu_k, sigma^2 I), same nearest-vertex scores; only the divergence differs). The equations
+and the reasons for each are written out in docs/gccs.md.
 """
 
 from __future__ import annotations
 
 import inspect
 import math
+import warnings
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .simplex import DEFAULT_RADIUS, DEFAULT_SIGMA, simplex_vertices
+from .simplex import DEFAULT_RADIUS, DEFAULT_SIGMA, edge_length, simplex_vertices
+from .validation import check_int, check_number
+
+# -- parameters ---------------------------------------------------------------------------------
 
 
-def _check_range(name: str, value: Any, low: float, high: float | None = None, low_open: bool = True) -> None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and abs(value) < 1e300 and math.isfinite(value)
-    if ok:
-        ok = value > low if low_open else value >= low
-        if ok and high is not None:
-            ok = value <= high
-    if not ok:
-        bound = f"{'>' if low_open else '>='} {low}" + (f" and <= {high}" if high is not None else "")
-        raise ValueError(f"{name}={value!r} is invalid: it must be a finite number {bound}.")
+@dataclass(frozen=True)
+class _Range:
+    minimum: float
+    maximum: float | None = None
+    open_low: bool = True
+
+
+RANGES: dict[str, _Range] = {
+    "sigma": _Range(0.0),
+    "radius": _Range(0.0),
+    "shrinkage": _Range(0.0, 1.0, open_low=False),
+    "lam": _Range(0.0, open_low=False),
+    "cov_eps": _Range(0.0),
+    "kappa": _Range(0.0, open_low=False),
+}
+"""Allowed values of every loss hyperparameter (checked in the constructors, reported by ``loss_parameters``)."""
+
+HELP: dict[str, str] = {
+    "sigma": "per-dimension standard deviation of every target Gaussian N(mu_k, sigma^2 I)",
+    "radius": "vertex norm r of the simplex (only Delta/sigma matters for separability)",
+    "shrinkage": "weight rho of the (tr S / d) I target in the shrunk batch covariance",
+    "lam": "weight of the per-sample pull lam * mean ||z - mu_y||^2 / (2 sigma^2)",
+    "cov_eps": "ridge added to every batch covariance (keeps ln det and the matrix square root smooth)",
+    "kappa": "latent distance, in units of sigma, below which a point is penalised for its closeness to a "
+             "bisecting hyperplane",
+}
+
+DEPRECATED: dict[str, str] = {"eps": "cov_eps"}
+"""Old parameter names still accepted by ``build_loss`` (the shipped checkpoints store ``eps``)."""
+
+
+class LossParameter(str):
+    """A loss hyperparameter: the string is its name; ``default``, ``minimum``, ``maximum`` (None: unbounded),
+    ``open_low`` (True: ``> minimum``, False: ``>= minimum``) and ``help`` describe it."""
+
+    default: float
+    minimum: float
+    maximum: float | None
+    open_low: bool
+    help: str
+
+    def __new__(cls, name: str, default: float, text: str) -> LossParameter:
+        self = super().__new__(cls, name)
+        rng = RANGES[name]
+        self.default, self.minimum, self.maximum, self.open_low, self.help = (
+            default, rng.minimum, rng.maximum, rng.open_low, text)
+        return self
+
+    def __reduce__(self) -> tuple[Any, ...]:  # copy, deepcopy and pickle rebuild it from its three fields
+        return (LossParameter, (str(self), self.default, self.help))
+
+    def check(self, value: Any) -> float:
+        """``value`` as a float, or a one-line ``ValueError`` naming the parameter and its allowed range."""
+        return check_number(str(self), value, self.minimum, open_low=self.open_low, maximum=self.maximum)
 
 
 def prototype_scores(z: torch.Tensor, centers: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -41,27 +94,28 @@ def prototype_scores(z: torch.Tensor, centers: torch.Tensor, sigma: float) -> to
     return -sq / (2.0 * sigma * sigma)
 
 
+# -- base classes -------------------------------------------------------------------------------
+
+
 class LatentLoss(nn.Module):
     """Base class: checks inputs once, then calls ``compute_terms`` of the subclass."""
 
     name: ClassVar[str] = ""
     prototype: ClassVar[bool] = False
-    """True when the prediction is the nearest fixed centre (GCCS, MMC)."""
+    """True when the prediction is the nearest fixed centre (GCCS and its readings, MMC)."""
+    help_overrides: ClassVar[dict[str, str]] = {}
+    """Per-loss wording of a parameter's help where it differs from ``HELP``."""
 
     def __init__(self, num_classes: int, latent_dim: int) -> None:
         super().__init__()
-        if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 2:
-            raise ValueError(f"num_classes={num_classes!r} is invalid: it must be an integer >= 2.")
-        if not isinstance(latent_dim, int) or isinstance(latent_dim, bool) or latent_dim < 1:
-            raise ValueError(f"latent_dim={latent_dim!r} is invalid: it must be an integer >= 1.")
-        self.num_classes = num_classes
-        self.latent_dim = latent_dim
-        self.last_terms: dict[str, float] = {}
+        self.num_classes = check_int("num_classes", num_classes, 2)
+        self.latent_dim = check_int("latent_dim", latent_dim, 1)
+        self._last: tuple[tuple[str, ...], torch.Tensor] | None = None
 
     # -- interface -------------------------------------------------------------------------
     def hparams(self) -> dict[str, float]:
         """Hyperparameters that rebuild this loss (saved in checkpoints)."""
-        return {}
+        return {p: getattr(self, p) for p in loss_parameters(self.name)}
 
     @property
     def centers(self) -> torch.Tensor | None:
@@ -75,25 +129,43 @@ class LatentLoss(nn.Module):
         raise NotImplementedError
 
     def compute_terms(self, z: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Named scalar terms whose sum is the loss."""
         raise NotImplementedError
 
+    def loss_and_terms(self, z: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, tuple[str, ...], torch.Tensor]:
+        """The loss, the term names and a vector of their detached values (override to fuse the sum)."""
+        terms = self.compute_terms(z, y)
+        values = torch.stack(list(terms.values()))
+        return values.sum(), tuple(terms), values.detach()
+
+    @property
+    def last_terms(self) -> dict[str, float]:
+        """The named terms of the last ``forward`` (read on demand: no host-device sync in the step)."""
+        if self._last is None:
+            return {}
+        names, values = self._last
+        return dict(zip(names, values.tolist()))
+
     # -- shared ----------------------------------------------------------------------------
+    def _set_parameters(self, values: dict[str, Any]) -> None:
+        for p in loss_parameters(self.name):
+            setattr(self, p, p.check(values[p]))
+
     def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         if z.dim() != 2 or z.shape[1] != self.latent_dim:
             raise ValueError(f"z has shape {tuple(z.shape)}; expected (N, {self.latent_dim}).")
         if y.dim() != 1 or y.shape[0] != z.shape[0]:
             raise ValueError(f"labels have shape {tuple(y.shape)}; expected ({z.shape[0]},) to match z.")
-        if y.numel() and (int(y.min()) < 0 or int(y.max()) >= self.num_classes):
-            raise ValueError(
-                f"labels must lie in [0, {self.num_classes - 1}]; got values in [{int(y.min())}, {int(y.max())}]."
-            )
+        if y.numel() and y.device.type == "cpu":
+            low, high = int(y.min()), int(y.max())
+            if low < 0 or high >= self.num_classes:
+                raise ValueError(f"labels must lie in [0, {self.num_classes - 1}]; got values in [{low}, {high}].")
+        elif y.numel():  # on an accelerator: checked without waiting for the device
+            torch._assert_async(((y >= 0) & (y < self.num_classes)).all(),
+                                f"labels must lie in [0, {self.num_classes - 1}]")
         y = y.to(device=z.device, dtype=torch.long)
-        if not torch.isfinite(z).all():  # report it as a non-finite loss instead of failing inside linalg
-            self.last_terms = {"nonfinite_latent": float("nan")}
-            return z.new_tensor(float("nan"))
-        terms = self.compute_terms(z, y)
-        total = torch.stack(list(terms.values())).sum()
-        self.last_terms = {k: float(v.detach()) for k, v in terms.items()}
+        total, names, values = self.loss_and_terms(z, y)
+        self._last = (names, values)
         return total
 
     def extra_repr(self) -> str:
@@ -106,13 +178,10 @@ class _SimplexHead(LatentLoss):
 
     prototype = True
 
-    def __init__(self, num_classes: int, latent_dim: int, sigma: float, radius: float) -> None:
+    def __init__(self, num_classes: int, latent_dim: int, **params: Any) -> None:
         super().__init__(num_classes, latent_dim)
-        _check_range("sigma", sigma, 0.0)
-        _check_range("radius", radius, 0.0)
-        self._sigma = float(sigma)
-        self.radius = float(radius)
-        self.register_buffer("vertices", simplex_vertices(num_classes, latent_dim, radius))
+        self._set_parameters(params)
+        self.register_buffer("vertices", simplex_vertices(num_classes, latent_dim, self.radius))
 
     @property
     def centers(self) -> torch.Tensor:
@@ -122,99 +191,371 @@ class _SimplexHead(LatentLoss):
     def sigma(self) -> float:
         return self._sigma
 
+    @sigma.setter
+    def sigma(self, value: float) -> None:
+        self._sigma = value
+
     def scores(self, z: torch.Tensor) -> torch.Tensor:
         return prototype_scores(z, self.vertices, self._sigma)
+
+    def _pull(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """``mean_i ||z_i - mu_{y_i}||^2 / (2 sigma^2)``: the per-sample Gaussian likelihood term (up to a constant)."""
+        return (z - self.vertices[y]).pow(2).sum(1).mean() / (2.0 * self._sigma**2)
+
+
+# -- batch statistics ---------------------------------------------------------------------------
+
+
+def _onehot(y: torch.Tensor, k: int, dtype: torch.dtype) -> torch.Tensor:
+    """(N, K) indicator matrix, built without ``F.one_hot``'s range check (a host sync on accelerators)."""
+    return torch.zeros(y.shape[0], k, dtype=dtype, device=y.device).scatter_(1, y[:, None], 1.0)
+
+
+def _class_stats(z: torch.Tensor, y: torch.Tensor, k: int) -> tuple[torch.Tensor, ...]:
+    """Per-class counts n_k, means m_k, centred rows z_i - m_{y_i} and the (N, K) indicator (autograd-friendly)."""
+    onehot = _onehot(y, k, z.dtype)
+    counts = onehot.sum(0)
+    means = onehot.T @ z / counts.clamp(min=1)[:, None]
+    return counts, means, z - means[y], onehot
+
+
+SMALL_DIM = 64
+"""Up to this latent dimension, per-class statistics use the d x d covariances; above it, per-class Gram matrices."""
+
+
+def _spectral_blocks(centred: torch.Tensor, y: torch.Tensor, counts: torch.Tensor, onehot: torch.Tensor) -> torch.Tensor:
+    """(K, s, s) symmetric matrices whose nonzero eigenvalues are those of each class's covariance S_k.
+
+    For d <= ``SMALL_DIM``: S_k itself (s = d). Above: the Gram matrix of the class's centred rows divided by
+    n_k - 1, zero-padded to the largest class (s = max n_k; this reads max n_k, one host sync per step).
+    """
+    n, d = centred.shape
+    k = counts.shape[0]
+    denom = (counts - 1).clamp(min=1)[:, None, None]
+    if d <= SMALL_DIM:
+        return (onehot.T.unsqueeze(-1) * centred).transpose(1, 2) @ centred / denom
+    order = torch.argsort(y, stable=True)
+    starts = (torch.cumsum(counts, 0) - counts).long()
+    pos = torch.arange(n, device=y.device) - starts[y[order]]
+    m = int(counts.max())
+    block = centred.new_zeros(k, m, d).index_put((y[order], pos), centred[order])
+    return block @ block.transpose(1, 2) / denom
+
+
+# -- the fast GCCS KL ---------------------------------------------------------------------------
+
+
+class _GaussianKL(torch.autograd.Function):
+    """The GCCS batch KL and the pull term, with their gradient, in one pass (see ``gaussian_kl``)."""
+
+    @staticmethod
+    def forward(ctx: Any, z: torch.Tensor, y: torch.Tensor, mu: torch.Tensor, var: float, rho: float,  # type: ignore[override]
+                eps: float, lam: float, dtype: torch.dtype) -> torch.Tensor:
+        n_total, d = z.shape
+        k = mu.shape[0]
+        zc, mu = z.detach().to(dtype), mu.to(dtype)
+        onehot = _onehot(y, k, dtype)
+        counts = onehot.sum(0)
+        means = onehot.T @ zc / counts.clamp(min=1)[:, None]
+        centred = zc - means[y]  # exactly 0 for a class with one sample
+        denom = (counts - 1).clamp(min=1)
+        c = (1.0 - rho) / denom  # S^_k = c_k X_k^T X_k + a_k I, X_k the centred rows of class k
+        eye = torch.eye(d, dtype=dtype, device=z.device)
+        if k * d**3 + n_total * d * d <= n_total**3 + n_total * n_total * d:
+            # d x d route: every class's scatter matrix from one matmul, one batched Cholesky and inverse.
+            spread = (onehot[:, :, None] * centred[:, None, :]).view(n_total, k * d)
+            scatter = (centred.T @ spread).view(d, k, d).transpose(0, 1)  # (K, d, d) = X_k^T X_k
+            trace = torch.diagonal(scatter, dim1=-2, dim2=-1).sum(-1) / denom  # tr S_k
+            a = trace * (rho / d) + eps
+            chol = torch.linalg.cholesky_ex(scatter * c[:, None, None] + a[:, None, None] * eye)[0]
+            logdet = 2.0 * torch.log(torch.diagonal(chol, dim1=-2, dim2=-1)).sum(-1)
+            inv = torch.cholesky_inverse(chol) if ctx.needs_input_grad[0] else None  # S^_k^-1
+            trinv = None if inv is None else torch.diagonal(inv, dim1=-2, dim2=-1).sum(-1)
+        else:
+            # Gram route (matrix determinant lemma): all classes in one N x N block-diagonal matrix
+            # M = diag(a_y) + c_y [y_i = y_j] x_i^T x_j; Cholesky has no fill-in across classes, so the log of
+            # its diagonal, summed per class, is ln det M_k; X_k S^_k^-1 = M_k^-1 X_k (Woodbury).
+            trace = onehot.T @ centred.pow(2).sum(1) / denom
+            a = trace * (rho / d) + eps
+            gram = (centred @ centred.T) * (onehot @ onehot.T) * c[y][:, None]
+            gram.diagonal().add_(a[y])
+            chol = torch.linalg.cholesky_ex(gram)[0]
+            logdet = (d - counts) * torch.log(a) + 2.0 * (onehot.T @ torch.log(torch.diagonal(chol)))
+            inv = None
+            if ctx.needs_input_grad[0]:
+                solved = torch.cholesky_solve(centred, chol)
+                trinv = (d - c * (onehot.T @ (solved * centred).sum(1))) / a  # tr S^_k^-1
+        diff = means - mu
+        mean_term = diff.pow(2).sum(1) / var
+        kl_full = 0.5 * ((trace + d * eps) / var + mean_term - d + d * math.log(var) - logdet)
+        # A class with one sample has no covariance estimate: only its mean term counts.
+        kl = torch.where(counts >= 2, kl_full, 0.5 * mean_term)
+        offset = zc - mu[y]
+        pull = offset.pow(2).sum() * (lam / (2.0 * var * n_total))
+        value = torch.stack(((counts * kl).sum() / n_total, pull))
+        if not ctx.needs_input_grad[0]:
+            return value.to(z.dtype)
+        # d KL / d z_i = (n_k/N) (x_i G_k) / (n_k-1) + (m_k - mu_k) / (N sigma^2), with
+        # G_k = beta_k I - (1-rho) S^_k^-1, beta_k = 1/sigma^2 - (rho/d) tr S^_k^-1 (d tr S^ and d ln det S^ by S);
+        # it is 0 for a one-sample class (x_i = 0). d pull / d z_i = lam (z_i - mu_y) / (N sigma^2).
+        beta = 1.0 / var - (rho / d) * trinv
+        scale = counts / (n_total * denom)
+        if inv is not None:
+            gk = (beta[:, None, None] * eye - (1.0 - rho) * inv) * scale[:, None, None]
+            rows = (centred @ gk.transpose(0, 1).reshape(d, k * d)).view(n_total, k, d)
+            cov_grad = (rows * onehot[:, :, None]).sum(1)
+        else:
+            cov_grad = scale[y][:, None] * (beta[y][:, None] * centred - (1.0 - rho) * solved)
+        grad = cov_grad + diff[y] * (1.0 / (n_total * var))
+        ctx.save_for_backward(grad.to(z.dtype), (offset * (lam / (n_total * var))).to(z.dtype))
+        return value.to(z.dtype)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
+        kl_grad, pull_grad = ctx.saved_tensors
+        return grad_out[0] * kl_grad + grad_out[1] * pull_grad, None, None, None, None, None, None, None
+
+
+def gaussian_kl(z: torch.Tensor, y: torch.Tensor, mu: torch.Tensor, sigma: float, shrinkage: float, cov_eps: float,
+                lam: float = 0.0, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """GCCS's two terms as a vector ``[kl, pull]`` (differentiable in ``z``).
+
+    ``kl = sum_k (n_k / N) KL(N(m_k, S^_k) || N(mu_k, sigma^2 I))`` over the classes present, with
+    ``S^_k = (1 - rho) S_k + (rho tr S_k / d + cov_eps) I``; a class with one sample contributes
+    ``||m_k - mu_k||^2 / (2 sigma^2)``. ``pull = lam * mean_i ||z_i - mu_{y_i}||^2 / (2 sigma^2)``.
+    Computed in ``dtype`` (at least float32) by one batched Cholesky (d x d per class, or one N x N
+    block-diagonal Gram matrix when that is cheaper), with the gradient written out: no per-class kernels,
+    no Python loop, no host-device synchronisation. Not twice differentiable.
+    """
+    dtype = torch.promote_types(dtype, torch.float32)
+    return _GaussianKL.apply(z, y, mu, float(sigma) ** 2, float(shrinkage), float(cov_eps), float(lam), dtype)
+
+
+# -- GCCS and its readings ----------------------------------------------------------------------
 
 
 class GCCSLoss(_SimplexHead):
     """Gaussian class-conditional simplex loss (our reconstruction; see docs/gccs.md).
 
     For every class k present in the batch (n_k samples, latent mean m_k, covariance S_k shrunk
-    towards ``(tr S_k / d) I`` by ``shrinkage`` plus ``eps I``)::
+    towards ``(tr S_k / d) I`` by ``shrinkage`` plus ``cov_eps I``)::
 
         KL_k = 1/2 [ tr(S_k)/sigma^2 + ||m_k - mu_k||^2/sigma^2 - d + d ln sigma^2 - ln det S_k ]
         loss = sum_k (n_k / N) KL_k  +  lam * mean_i ||z_i - mu_{y_i}||^2 / (2 sigma^2)
 
     A class with a single sample in the batch has no covariance estimate; it contributes only its
-    mean term ``||m_k - mu_k||^2 / (2 sigma^2)``. ``ln det`` is computed through the n_k x n_k Gram
-    matrix when n_k <= d (matrix determinant lemma), so the cost stays small for d up to 512.
+    mean term ``||m_k - mu_k||^2 / (2 sigma^2)``.
+
+    Precision: the statistics are computed in float32 by default (``gaussian_kl``). Against float64
+    (``float64=True``) the loss agrees to a relative 1e-5 and its gradient to a relative 1e-4 (norm of
+    the difference over norm of the gradient) at d = 16 and d = 512, rank-deficient classes included
+    (tests/test_losses_speed.py); the shrunk covariance's condition number is at most 1 + (1-rho) d / rho.
 
     Args:
         sigma: per-dimension standard deviation of every target Gaussian (> 0).
         radius: vertex norm r of the simplex (> 0). Only ``Delta / sigma`` matters for separability.
         shrinkage: rho in [0, 1], weight of the ``(tr S / d) I`` target in the shrunk covariance.
         lam: weight (>= 0) of the optional per-sample pull term.
-        eps: ridge added to every covariance (> 0), keeps ``ln det`` finite.
+        cov_eps: ridge added to every covariance (> 0), keeps ``ln det`` finite (``eps`` in old checkpoints).
+        float64: compute the statistics in float64 (slower; not a hyperparameter, not saved).
     """
 
     name = "gccs"
 
-    def __init__(
-        self,
-        num_classes: int,
-        latent_dim: int,
-        sigma: float = DEFAULT_SIGMA,
-        radius: float = DEFAULT_RADIUS,
-        shrinkage: float = 0.1,
-        lam: float = 1.0,
-        eps: float = 1e-4,
-    ) -> None:
-        super().__init__(num_classes, latent_dim, sigma, radius)
-        _check_range("shrinkage", shrinkage, 0.0, 1.0, low_open=False)
-        _check_range("lam", lam, 0.0, low_open=False)
-        _check_range("eps", eps, 0.0)
-        self.shrinkage = float(shrinkage)
-        self.lam = float(lam)
-        self.eps = float(eps)
+    def __init__(self, num_classes: int, latent_dim: int, sigma: float = DEFAULT_SIGMA, radius: float = DEFAULT_RADIUS,
+                 shrinkage: float = 0.1, lam: float = 1.0, cov_eps: float = 1e-4, *, float64: bool = False) -> None:
+        super().__init__(num_classes, latent_dim, sigma=sigma, radius=radius, shrinkage=shrinkage, lam=lam,
+                         cov_eps=cov_eps)
+        self.float64 = bool(float64)
 
-    def hparams(self) -> dict[str, float]:
-        return {"sigma": self.sigma, "radius": self.radius, "shrinkage": self.shrinkage, "lam": self.lam, "eps": self.eps}
+    @property
+    def _dtype(self) -> torch.dtype:
+        return torch.float64 if self.float64 else torch.float32
 
-    def _logdet_shrunk(self, centred: torch.Tensor, trace: torch.Tensor) -> torch.Tensor:
-        """``ln det((1-rho) S + (rho tr S / d + eps) I)`` with ``S = X^T X / (n-1)``, X = centred rows (one class)."""
-        n, d = centred.shape
-        a = self.shrinkage * trace / d + self.eps
-        c = (1.0 - self.shrinkage) / (n - 1)
-        gram = centred @ centred.T if n <= d else centred.T @ centred
-        small = torch.eye(gram.shape[0], dtype=centred.dtype, device=centred.device) + (c / a) * gram
-        return d * torch.log(a) + 2.0 * torch.log(torch.diagonal(torch.linalg.cholesky(small))).sum()
+    def _terms(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """``[kl, pull]`` as one vector."""
+        return gaussian_kl(z, y, self.vertices, self._sigma, self.shrinkage, self.cov_eps, self.lam, self._dtype)
 
     def compute_terms(self, z: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
-        n_total, d = z.shape
-        k = self.num_classes
-        var = self._sigma**2
-        # Statistics in float64: ln det of a 512-dim covariance loses precision in float32.
-        z64, mu = z.double(), self.vertices.double()
-        onehot = F.one_hot(y, k).double()  # (N, K)
-        counts = onehot.sum(0)  # n_k
-        means = onehot.T @ z64 / counts.clamp(min=1)[:, None]
-        mean_term = (means - mu).pow(2).sum(1) / var
-        centred = z64 - means[y]
-        denom = (counts - 1).clamp(min=1)
-        trace = onehot.T @ centred.pow(2).sum(1) / denom  # tr S_k
-        has_cov = counts >= 2
-        # All classes at once: each class's centred rows in a zero-padded (K, m, d) block. Padding rows are
-        # zero, so they add exact ones to the diagonal of I + (c/a) G and leave ln det unchanged.
-        order = torch.argsort(y, stable=True)
-        y_sorted = y[order]
-        starts = (torch.cumsum(counts, 0) - counts).long()
-        pos = torch.arange(n_total, device=z.device) - starts[y_sorted]
-        m = int(counts.max())
-        block = z64.new_zeros(k, m, d).index_put((y_sorted, pos), centred[order])
-        gram = block @ block.transpose(1, 2) if m <= d else block.transpose(1, 2) @ block
-        a = self.shrinkage * trace / d + self.eps
-        c = torch.where(has_cov, (1.0 - self.shrinkage) / denom, torch.zeros_like(denom))
-        eye = torch.eye(gram.shape[-1], dtype=gram.dtype, device=gram.device)
-        chol = torch.linalg.cholesky(eye + (c / a)[:, None, None] * gram)
-        logdet = d * torch.log(a) + 2.0 * torch.log(torch.diagonal(chol, dim1=-2, dim2=-1)).sum(-1)
-        kl_full = 0.5 * ((trace + d * self.eps) / var + mean_term - d + d * math.log(var) - logdet)
-        # A class with one sample has no covariance estimate: only its mean term counts.
-        kl_k = torch.where(has_cov, kl_full, 0.5 * mean_term)
-        terms = {"kl": ((counts / n_total) * kl_k).sum().to(z.dtype)}
+        kl, pull = self._terms(z, y)
+        return {"kl": kl, "pull": pull}
+
+    def loss_and_terms(self, z: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, tuple[str, ...], torch.Tensor]:
+        values = self._terms(z, y)
+        return values.sum(), ("kl", "pull"), values.detach()
+
+
+class GCCSSubspaceLoss(GCCSLoss):
+    """GCCS with the spread constraint only on the simplex subspace span{mu_k} (K-1 dimensions).
+
+    With Q an orthonormal basis of span{mu_k} and P the projector onto its complement::
+
+        KL_k = KL( N(Q^T m_k, Q^T S^_k Q) || N(Q^T mu_k, sigma^2 I_{K-1}) )     (shrinkage as in gccs, in K-1 dims)
+               + 1/2 [ ||P m_k||^2 + tr(P S_k P) ] / sigma^2
+        loss = sum_k (n_k / N) KL_k  +  lam * mean_i ||z_i - mu_{y_i}||^2 / (2 sigma^2)
+
+    The complement is **pulled to 0**: it keeps the KL's mean and trace terms (which push its mean and
+    spread to zero) and drops the ``-ln det`` anti-collapse and the ``sigma^2`` spread target there. So
+    no sigma-scale noise is forced into the d-K+1 dimensions that carry no class information, but those
+    dimensions cannot drift either: they add the same ``||P z||^2`` to every class distance, and left
+    free they could grow until float32 scores lose the class differences to cancellation. For
+    d = K-1 this is exactly ``gccs``.
+    """
+
+    name = "gccs-subspace"
+
+    def __init__(self, num_classes: int, latent_dim: int, sigma: float = DEFAULT_SIGMA, radius: float = DEFAULT_RADIUS,
+                 shrinkage: float = 0.1, lam: float = 1.0, cov_eps: float = 1e-4, *, float64: bool = False) -> None:
+        super().__init__(num_classes, latent_dim, sigma, radius, shrinkage, lam, cov_eps, float64=float64)
+        # span{mu_k}: the right singular vectors of the (K, d) vertex matrix with nonzero singular values
+        _, _, vh = torch.linalg.svd(self.vertices.double(), full_matrices=False)
+        self.register_buffer("basis", vh[: num_classes - 1].T.to(self.vertices.dtype), persistent=False)
+
+    def _terms(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        inside = z @ self.basis
+        outside = z - inside @ self.basis.T
+        kl_pull = gaussian_kl(inside, y, self.vertices @ self.basis, self._sigma, self.shrinkage, self.cov_eps, 0.0,
+                              self._dtype)
+        counts, means, centred, onehot = _class_stats(outside, y, self.num_classes)
+        trace = onehot.T @ centred.pow(2).sum(1) / (counts - 1).clamp(min=1)
+        per_class = means.pow(2).sum(1) + torch.where(counts >= 2, trace, torch.zeros_like(trace))
+        kl = kl_pull[0] + ((counts / len(y)) * per_class).sum() / (2.0 * self._sigma**2)
+        return torch.stack((kl, self.lam * self._pull(z, y)))
+
+
+class GCCSMomentsLoss(_SimplexHead):
+    """GCCS read as moment matching: class mean onto its vertex, class covariance onto sigma^2 I (Frobenius).
+
+    For every class k present (S_k the unbiased batch covariance, no shrinkage, no ridge)::
+
+        D_k  = 1/2 ||m_k - mu_k||^2 / sigma^2  +  1/4 ||S_k - sigma^2 I||_F^2 / sigma^4
+        loss = sum_k (n_k / N) D_k  +  lam * mean_i ||z_i - mu_{y_i}||^2 / (2 sigma^2)
+
+    The constants make D_k the KL's second-order expansion at the target (``tr A - d - ln det A ~
+    ||A - I||_F^2 / 2``), so it has the KL's optimum and curvature there, but no ``ln det``: a singular
+    S_k (n_k <= d) is fine without shrinkage and the gradient stays bounded. One-sample classes: mean
+    term only.
+    """
+
+    name = "gccs-moments"
+
+    def __init__(self, num_classes: int, latent_dim: int, sigma: float = DEFAULT_SIGMA, radius: float = DEFAULT_RADIUS,
+                 lam: float = 1.0) -> None:
+        super().__init__(num_classes, latent_dim, sigma=sigma, radius=radius, lam=lam)
+
+    def compute_terms(self, z: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        d, var = self.latent_dim, self._sigma**2
+        counts, means, centred, onehot = _class_stats(z, y, self.num_classes)
+        blocks = _spectral_blocks(centred, y, counts, onehot)
+        trace = torch.diagonal(blocks, dim1=-2, dim2=-1).sum(-1)
+        frob = blocks.pow(2).sum((-2, -1)) - 2.0 * var * trace + d * var * var  # ||S_k - sigma^2 I||_F^2
+        spread = torch.where(counts >= 2, frob / (4.0 * var * var), torch.zeros_like(frob))
+        per_class = 0.5 * (means - self.vertices).pow(2).sum(1) / var + spread
+        terms = {"moments": ((counts / len(y)) * per_class).sum()}
         if self.lam > 0:
-            pull = (z - self.vertices[y]).pow(2).sum(1).mean() / (2.0 * var)
-            terms["pull"] = self.lam * pull
+            terms["pull"] = self.lam * self._pull(z, y)
         return terms
+
+
+class GCCSW2Loss(_SimplexHead):
+    """GCCS read as the 2-Wasserstein distance between each class's batch Gaussian and its target.
+
+    For every class k present (S_k the unbiased batch covariance)::
+
+        W2_k^2 = ||m_k - mu_k||^2 + ||(S_k + cov_eps I)^{1/2} - sigma I||_F^2
+               = ||m_k - mu_k||^2 + tr S_k + d cov_eps - 2 sigma tr (S_k + cov_eps I)^{1/2} + d sigma^2
+        loss   = sum_k (n_k / N) W2_k^2 / (2 sigma^2)  +  lam * mean_i ||z_i - mu_{y_i}||^2 / (2 sigma^2)
+
+    (the closed form for an isotropic target). Divided by 2 sigma^2 so that the mean term is the KL's.
+    The trace of the square root is a sum over eigenvalues (``eigvalsh`` of the d x d covariances, or of
+    the n_k x n_k Gram matrices above ``SMALL_DIM``, whose gradient uses no eigenvalue gaps, so repeated
+    zero eigenvalues of rank-deficient classes are harmless); ``cov_eps`` keeps ``sqrt`` differentiable at
+    0. The spread gradient is proportional to ``sqrt(lambda) - sigma``: it does not explode when a
+    direction collapses, unlike the KL's ``1/sigma^2 - 1/lambda``. One-sample classes: mean term only.
+    """
+
+    name = "gccs-w2"
+
+    def __init__(self, num_classes: int, latent_dim: int, sigma: float = DEFAULT_SIGMA, radius: float = DEFAULT_RADIUS,
+                 lam: float = 1.0, cov_eps: float = 1e-4) -> None:
+        super().__init__(num_classes, latent_dim, sigma=sigma, radius=radius, lam=lam, cov_eps=cov_eps)
+
+    def compute_terms(self, z: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        d, sigma, eps = self.latent_dim, self._sigma, self.cov_eps
+        counts, means, centred, onehot = _class_stats(z, y, self.num_classes)
+        blocks = _spectral_blocks(centred, y, counts, onehot)
+        finite = torch.isfinite(blocks).all()  # eigvalsh fails on NaN; a NaN loss is reported instead
+        eig = torch.linalg.eigvalsh(torch.where(finite, blocks, torch.zeros_like(blocks))).clamp(min=0.0)
+        root_trace = (eig + eps).sqrt().sum(-1) + (d - blocks.shape[-1]) * math.sqrt(eps)
+        spread = eig.sum(-1) + d * eps - 2.0 * sigma * root_trace + d * sigma * sigma
+        spread = torch.where(counts >= 2, spread, torch.zeros_like(spread))
+        per_class = (means - self.vertices).pow(2).sum(1) + spread
+        w2 = ((counts / len(y)) * per_class).sum() / (2.0 * sigma * sigma)
+        terms = {"w2": torch.where(finite, w2, torch.full_like(w2, math.nan))}
+        if self.lam > 0:
+            terms["pull"] = self.lam * self._pull(z, y)
+        return terms
+
+
+class GCCSHybridLoss(_SimplexHead):
+    """GCCS read as a generative-discriminative hybrid: cross-entropy over the distance scores plus likelihood.
+
+    ::
+
+        loss = -mean_i log softmax_k( -||z_i - mu_k||^2 / (2 sigma^2) )[y_i]
+               + lam * mean_i ||z_i - mu_{y_i}||^2 / (2 sigma^2)
+
+    The only reading with an explicit push away from the other vertices (the softmax normaliser): it
+    gives a latent margin. At large Delta/sigma the cross-entropy part saturates (the push vanishes for
+    points well inside their region) and the likelihood term, i.e. MMC, does the rest.
+    """
+
+    name = "gccs-hybrid"
+    help_overrides = {"lam": "weight of the per-sample likelihood term lam * mean ||z - mu_y||^2 / (2 sigma^2)"}
+
+    def __init__(self, num_classes: int, latent_dim: int, sigma: float = DEFAULT_SIGMA, radius: float = DEFAULT_RADIUS,
+                 lam: float = 1.0) -> None:
+        super().__init__(num_classes, latent_dim, sigma=sigma, radius=radius, lam=lam)
+
+    def compute_terms(self, z: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        terms = {"ce": F.cross_entropy(self.scores(z), y)}
+        if self.lam > 0:
+            terms["pull"] = self.lam * self._pull(z, y)
+        return terms
+
+
+class GCCSPathsLoss(_SimplexHead):
+    """GCCS read literally as "few short paths toward neighbouring decision regions".
+
+    With h_j(z) = (||z - mu_j||^2 - ||z - mu_y||^2) / (2 Delta), the signed distance of z from the
+    hyperplane bisecting mu_y and mu_j (Delta/2 at the vertex, 0 on the boundary)::
+
+        loss = mean_i sum_{j != y_i} softplus(kappa - h_j(z_i) / sigma)
+               + lam * mean_i ||z_i - mu_{y_i}||^2 / (2 sigma^2)
+
+    It penalises latent points closer than about kappa sigma to any decision boundary, and fades out
+    beyond. It enlarges *latent* margins only; nothing in it controls the encoder's input Jacobian.
+    """
+
+    name = "gccs-paths"
+
+    def __init__(self, num_classes: int, latent_dim: int, sigma: float = DEFAULT_SIGMA, radius: float = DEFAULT_RADIUS,
+                 kappa: float = 3.0, lam: float = 1.0) -> None:
+        super().__init__(num_classes, latent_dim, sigma=sigma, radius=radius, kappa=kappa, lam=lam)
+        self.edge = edge_length(num_classes, self.radius)
+
+    def compute_terms(self, z: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        sq = -2.0 * self._sigma**2 * self.scores(z)  # ||z - mu_k||^2
+        dist = (sq - sq.gather(1, y[:, None])) / (2.0 * self.edge * self._sigma)  # h_j / sigma
+        penalty = F.softplus(self.kappa - dist).scatter(1, y[:, None], 0.0).sum(1).mean()
+        terms = {"paths": penalty}
+        if self.lam > 0:
+            terms["pull"] = self.lam * self._pull(z, y)
+        return terms
+
+
+# -- peers --------------------------------------------------------------------------------------
 
 
 class MMCLoss(_SimplexHead):
@@ -229,10 +570,7 @@ class MMCLoss(_SimplexHead):
     def __init__(
         self, num_classes: int, latent_dim: int, sigma: float = DEFAULT_SIGMA, radius: float = DEFAULT_RADIUS
     ) -> None:
-        super().__init__(num_classes, latent_dim, sigma, radius)
-
-    def hparams(self) -> dict[str, float]:
-        return {"sigma": self.sigma, "radius": self.radius}
+        super().__init__(num_classes, latent_dim, sigma=sigma, radius=radius)
 
     def compute_terms(self, z: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
         return {"mmc": 0.5 * (z - self.vertices[y]).pow(2).sum(1).mean()}
@@ -262,15 +600,12 @@ class CenterLoss(CrossEntropyLoss):
     """
 
     name = "center"
+    help_overrides = {"lam": "weight of the centre term lam/2 * mean ||z - c_y||^2 (learned centres c_k)"}
 
     def __init__(self, num_classes: int, latent_dim: int, lam: float = 0.01) -> None:
         super().__init__(num_classes, latent_dim)
-        _check_range("lam", lam, 0.0, low_open=False)
-        self.lam = float(lam)
+        self._set_parameters({"lam": lam})
         self.learned_centers = nn.Parameter(torch.randn(num_classes, latent_dim))
-
-    def hparams(self) -> dict[str, float]:
-        return {"lam": self.lam}
 
     @property
     def centers(self) -> torch.Tensor:
@@ -282,23 +617,56 @@ class CenterLoss(CrossEntropyLoss):
         return terms
 
 
-LOSSES: dict[str, type[LatentLoss]] = {cls.name: cls for cls in (GCCSLoss, CrossEntropyLoss, MMCLoss, CenterLoss)}
+LOSSES: dict[str, type[LatentLoss]] = {
+    cls.name: cls
+    for cls in (GCCSLoss, CrossEntropyLoss, MMCLoss, CenterLoss, GCCSSubspaceLoss, GCCSMomentsLoss, GCCSW2Loss,
+                GCCSHybridLoss, GCCSPathsLoss)
+}
 
 
-def loss_parameters(name: str) -> list[str]:
-    """Names of the hyperparameters that loss ``name`` accepts."""
-    if name not in LOSSES:
+def _check_name(name: str) -> type[LatentLoss]:
+    if not isinstance(name, str) or name not in LOSSES:
         raise ValueError(f"loss={name!r} is unknown; allowed: {', '.join(LOSSES)}.")
-    sig = inspect.signature(LOSSES[name].__init__)
-    return [p for p in sig.parameters if p not in ("self", "num_classes", "latent_dim")]
+    return LOSSES[name]
+
+
+def loss_parameters(name: str) -> list[LossParameter]:
+    """The hyperparameters of loss ``name``, in constructor order.
+
+    Each item is the parameter's name (a ``str``, so ``"sigma" in loss_parameters("gccs")`` works) carrying
+    ``.default``, ``.minimum``, ``.maximum``, ``.open_low`` and ``.help``: what a CLI flag or a form field needs.
+    """
+    cls = _check_name(name)
+    out = []
+    for p in inspect.signature(cls.__init__).parameters.values():
+        if p.name in ("self", "num_classes", "latent_dim") or p.kind is not p.POSITIONAL_OR_KEYWORD:
+            continue  # keyword-only options (float64) change the precision, not the function: not hyperparameters
+        out.append(LossParameter(p.name, p.default, cls.help_overrides.get(p.name, HELP[p.name])))
+    return out
+
+
+def canonical_loss_params(name: str, params: dict[str, Any]) -> dict[str, Any]:
+    """``params`` with deprecated names (``eps``) replaced by the current ones (``cov_eps``) where loss ``name`` takes them."""
+    allowed = loss_parameters(name)
+    out = dict(params)
+    for old, new in DEPRECATED.items():
+        if old in out and new in allowed:
+            if new in out:
+                raise ValueError(f"loss {name!r} got both {old!r} (deprecated) and {new!r}; pass only {new!r}.")
+            out[new] = out.pop(old)
+    return out
 
 
 def build_loss(name: str, num_classes: int, latent_dim: int, **hparams: float) -> LatentLoss:
-    """Build a loss by name (``gccs``, ``ce``, ``mmc``, ``center``) with its hyperparameters."""
+    """Build a loss by name (see ``LOSSES``) with its hyperparameters (``eps`` is a deprecated alias of ``cov_eps``)."""
     allowed = loss_parameters(name)
-    unknown = sorted(set(hparams) - set(allowed))
+    fixed = canonical_loss_params(name, hparams)
+    if fixed.keys() != hparams.keys():
+        warnings.warn(f"loss parameter {', '.join(sorted(set(hparams) - set(fixed)))!r} is deprecated; "
+                      f"use {', '.join(sorted(set(fixed) - set(hparams)))!r}.", DeprecationWarning, stacklevel=2)
+    unknown = sorted(set(fixed) - set(allowed))
     if unknown:
         raise ValueError(
             f"loss {name!r} does not take parameter(s) {', '.join(unknown)}; allowed: {', '.join(allowed) or 'none'}."
         )
-    return LOSSES[name](num_classes, latent_dim, **hparams)
+    return LOSSES[name](num_classes, latent_dim, **fixed)
