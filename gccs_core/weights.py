@@ -26,6 +26,7 @@ import os
 import re
 import struct
 import zipfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -278,3 +279,47 @@ def load_external_model(
                            value_range=value_range, mean=mean, std=std, arch=arch)
     except ExternalModelError as err:
         raise WeightsError(f"{src}: {err}") from err
+
+
+def load_for_dataset(
+    arch: str, weights: str | os.PathLike, dataset: str, latent_layer: str | None = None,
+    value_range: tuple[float, float] = (0.0, 1.0),
+) -> Any:
+    """A wrapped model for ``dataset``: its input shape and number of classes fix the architecture."""
+    from .data import dataset_info
+
+    info = dataset_info(dataset)
+    return load_external_model(arch, weights, info.num_classes, info.in_shape, latent_layer, value_range)
+
+
+def evaluate_weights(
+    arch: str,
+    weights: str | os.PathLike,
+    dataset: str,
+    eps_list: Sequence[float],
+    latent_layer: str | None = None,
+    value_range: tuple[float, float] = (0.0, 1.0),
+    n: int = 500,
+    split: str = "test",
+    data_root: str | None = None,
+    device: str = "auto",
+    **kwargs: Any,
+) -> Any:
+    """``evaluate_checkpoint`` for an architecture plus a weights file: the first ``n`` examples of
+    ``dataset``'s split through ``evaluate_robustness`` (same suite, same worst case)."""
+    from .data import load_dataset
+    from .evaluate import evaluate_robustness
+    from .files import file_sha256
+    from .train import resolve_device
+    from .validation import check_int
+
+    check_int("n", n, 1)
+    model = load_for_dataset(arch, weights, dataset, latent_layer, value_range)
+    ds = load_dataset(dataset, split, data_root, limit=n)
+    dev = resolve_device(device)
+    info = {"weights": os.fspath(weights), "sha256": file_sha256(weights), "arch": arch, "dataset": ds.name,
+            "split": split, "loss": model.spec.loss, "encoder": model.spec.encoder, "latent_dim": model.spec.latent_dim,
+            "latent_layer": model.spec.latent_layer, "value_range": list(model.spec.value_range), "adv_train": False,
+            "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else dev.type}
+    model.to(dev).eval()
+    return evaluate_robustness(model, ds.x, ds.y, eps_list, model_info=info, **kwargs)
