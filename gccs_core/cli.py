@@ -97,6 +97,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data-root", default=None, help="folder of torchvision datasets")
     p.add_argument("--download", action="store_true", help="download a torchvision dataset that is not on disk")
     p.add_argument("--limit-train", type=int, default=None, help="use only the first N training examples")
+    p.add_argument("--data", default=None, help="your own dataset: an .npz file with x, y (replaces --dataset)")
+    p.add_argument("--tensorboard", default=None, metavar="DIR",
+                   help="log losses, accuracy, lr and latent snapshots to DIR (needs: pip install tensorboard)")
     p.add_argument("--out", required=True, help="run folder: model.safetensors, checkpoint.safetensors, metadata.json")
     p.add_argument("--resume", action="store_true", help="finish the interrupted run saved in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -105,7 +108,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 def _config_from_args(a: argparse.Namespace) -> TrainConfig:
     loss_params = {k: getattr(a, k) for k in LOSS_PARAM_FLAGS if getattr(a, k) is not None}
     return TrainConfig(
-        dataset=a.dataset, data_root=a.data_root, download=a.download, limit_train=a.limit_train, augment=a.augment,
+        dataset=a.data or a.dataset, data_root=a.data_root, download=a.download, limit_train=a.limit_train, augment=a.augment,
         encoder=a.encoder, latent_dim=a.latent_dim, loss=a.loss, loss_params=loss_params, epochs=a.epochs,
         batch_size=a.batch_size, optimizer=a.optimizer, lr=a.lr, weight_decay=a.weight_decay, schedule=a.schedule,
         warmup_epochs=a.warmup_epochs, adv_train=a.adv_train, adv_eps=a.adv_eps, adv_steps=a.adv_steps,
@@ -133,11 +136,19 @@ def cmd_train(a: argparse.Namespace) -> int:
     if not a.quiet and main_process:
         bar = ProgressBar(effective.epochs)
         callbacks.append(bar)
+    board = None
+    if a.tensorboard and main_process:
+        from .tensorboard_log import callback_for_run
+
+        board = callback_for_run(a.tensorboard, effective.dataset, effective.data_root)
+        callbacks.append(board)
     try:
         result = train(config, callbacks, out_dir=a.out, resume=a.resume)
     finally:
         if bar is not None:
             bar.close()
+        if board is not None:
+            board.close()
     if not main_process:
         return 0
     m = result.metrics
@@ -185,7 +196,13 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="robustness evaluation of a checkpoint (attack suite, worst case, sanity flags)",
                        description="Evaluate a checkpoint against FGSM/PGD/APGD/Square/DeepFool at several eps.")
     p.set_defaults(handler=cmd_evaluate)
-    p.add_argument("--checkpoint", required=True, help="a .safetensors checkpoint or a run folder")
+    p.add_argument("--checkpoint", default=None, help="a .safetensors checkpoint or a run folder")
+    p.add_argument("--arch", default=None, help="instead of --checkpoint: torchvision:<model> or gccs:<encoder> ...")
+    p.add_argument("--weights", default=None, help="... with its state_dict (.safetensors, or .pt read with weights_only)")
+    p.add_argument("--latent-layer", default=None, help="with --arch: the layer whose output is the latent "
+                   "(default: the input of the last nn.Linear)")
+    p.add_argument("--value-range", default="0,1", help="with --arch: the input range the network was trained on")
+    p.add_argument("--data", default=None, help="your own dataset: an .npz file with x, y (replaces --dataset)")
     p.add_argument("--eps", default="0.05,0.1,0.2,0.3", help="comma-separated radii, e.g. 0.05,0.1,0.2,0.3")
     p.add_argument("--norm", default="linf", help="linf or l2")
     p.add_argument("--n", type=int, default=500, help="first N examples of the split")
@@ -220,13 +237,22 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
         torch.set_num_threads(a.threads)
     attacks = [s.strip() for s in a.attacks.split(",") if s.strip()] if a.attacks else None
     min_l2 = None if a.min_l2 == "none" else a.min_l2
-    report = evaluate_checkpoint(
-        a.checkpoint, eps, norm=a.norm, n=a.n, split=a.split, dataset=a.dataset, data_root=a.data_root, steps=a.steps,
-        restarts=a.restarts, square_queries=a.square_queries, square_on_all=a.square_on_all,
-        apgd_on_all=not a.apgd_on_survivors, attacks=attacks, min_l2=min_l2,
-        min_l2_n=a.min_l2_n, seed=a.seed, device=a.device,
-        batch_size=a.batch_size, progress=not a.quiet,
-    )
+    suite = dict(norm=a.norm, n=a.n, split=a.split, data_root=a.data_root, steps=a.steps, restarts=a.restarts,
+                 square_queries=a.square_queries, square_on_all=a.square_on_all, apgd_on_all=not a.apgd_on_survivors,
+                 attacks=attacks, min_l2=min_l2, min_l2_n=a.min_l2_n, seed=a.seed, device=a.device,
+                 batch_size=a.batch_size, progress=not a.quiet)
+    dataset = a.data or a.dataset
+    if a.arch is not None or a.weights is not None:
+        from .weights import evaluate_weights, parse_value_range
+
+        if a.checkpoint is not None or a.arch is None or a.weights is None or not dataset:
+            raise ValueError("--arch and --weights go together, with --dataset (or --data) and without --checkpoint.")
+        report = evaluate_weights(a.arch, a.weights, dataset, eps, latent_layer=a.latent_layer,
+                                  value_range=parse_value_range(a.value_range), **suite)
+    elif a.checkpoint is None:
+        raise ValueError("give --checkpoint, or --arch with --weights (a network of your own).")
+    else:
+        report = evaluate_checkpoint(a.checkpoint, eps, dataset=dataset, **suite)
     print(report.summary())
     if a.json:
         print(f"report written to {save_report(report, a.json)}")

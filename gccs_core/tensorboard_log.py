@@ -108,3 +108,16 @@ class TensorBoardCallback(Callback):
     def close(self) -> None:
         self.writer.close()
 
+
+
+def callback_for_run(log_dir: str | os.PathLike, dataset: str, data_root: str | None = None,
+                     probe_n: int = 500) -> TensorBoardCallback:
+    """A callback whose probe is the first ``probe_n`` test examples of ``dataset`` (what ``--tensorboard`` uses)."""
+    from .data import load_dataset
+
+    try:  # fail on a missing tensorboard before loading any data
+        import torch.utils.tensorboard  # noqa: F401
+    except ImportError as err:
+        raise TensorBoardUnavailable(f"{INSTALL_HINT} (--tensorboard {os.fspath(log_dir)!r} was asked for).") from err
+    probe = load_dataset(dataset, "test", data_root, limit=probe_n)
+    return TensorBoardCallback(log_dir, probe=(probe.x, probe.y), class_names=probe.class_names)

@@ -323,3 +323,15 @@ def evaluate_weights(
             "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else dev.type}
     model.to(dev).eval()
     return evaluate_robustness(model, ds.x, ds.y, eps_list, model_info=info, **kwargs)
+
+
+def parse_value_range(text: str) -> tuple[float, float]:
+    """``"0,255"`` -> (0.0, 255.0); one clear error for anything else."""
+    parts = [p.strip() for p in str(text).split(",")]
+    try:
+        lo, hi = (float(p) for p in parts)
+    except ValueError:
+        lo = hi = float("nan")
+    if not (lo < hi and abs(lo) < 1e30 and abs(hi) < 1e30):
+        raise ValueError(f"--value-range={text!r} is invalid: give LOW,HIGH finite numbers with LOW < HIGH, e.g. 0,1 or 0,255.")
+    return lo, hi
