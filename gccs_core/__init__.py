@@ -2,7 +2,7 @@
 checkpoints, attacks and robustness evaluation, in PyTorch.
 
 The package face is lazy (PEP 562): ``import gccs_core`` loads no torch, so the torch-free modules
-(``gccs_core.files``, ``gccs_core.validation``) can be imported alone; ``gccs_core.load_model`` and the
+(``gccs_core.files``, ``gccs_core.validation``, ``gccs_core.report``) can be imported alone; ``gccs_core.load_model`` and the
 other names below are imported from their module the first time they are used.
 """
 

@@ -192,7 +192,9 @@ def cmd_download(a: argparse.Namespace) -> int:
 
 
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
-    """``evaluate``: the robustness suite on a checkpoint (see gccs_core/evaluate.py)."""
+    """``evaluate``: the robustness suite on a checkpoint (see gccs_core/evaluate.py); defaults are the library's."""
+    from . import evaluate as ev
+
     p = sub.add_parser("evaluate", help="robustness evaluation of a checkpoint (attack suite, worst case, sanity flags)",
                        description="Evaluate a checkpoint against FGSM/PGD/APGD/Square/DeepFool at several eps.")
     p.set_defaults(handler=cmd_evaluate)
@@ -203,23 +205,25 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
                    "(default: the input of the last nn.Linear)")
     p.add_argument("--value-range", default="0,1", help="with --arch: the input range the network was trained on")
     p.add_argument("--data", default=None, help="your own dataset: an .npz file with x, y (replaces --dataset)")
-    p.add_argument("--eps", default="0.05,0.1,0.2,0.3", help="comma-separated radii, e.g. 0.05,0.1,0.2,0.3")
+    eps = ",".join(f"{e:g}" for e in ev.DEFAULT_EPS)
+    p.add_argument("--eps", default=eps, help=f"comma-separated threat radii (default {eps})")
     p.add_argument("--norm", default="linf", help="linf or l2")
-    p.add_argument("--n", type=int, default=500, help="first N examples of the split")
+    p.add_argument("--n", type=int, default=ev.DEFAULT_N, help="first N examples of the split")
     p.add_argument("--split", default="test", help="train or test")
     p.add_argument("--dataset", default=None, help="default: the checkpoint's dataset")
     p.add_argument("--data-root", default=None)
-    p.add_argument("--steps", type=int, default=20, help="iterations of PGD/APGD")
+    p.add_argument("--steps", type=int, default=ev.DEFAULT_STEPS, help="iterations of PGD/APGD")
     p.add_argument("--restarts", type=int, default=1)
-    p.add_argument("--square-queries", type=int, default=300, help="Square iterations (on white-box survivors)")
+    p.add_argument("--square-queries", type=int, default=ev.DEFAULT_SQUARE_QUERIES,
+                   help="Square iterations (on white-box survivors)")
     p.add_argument("--square-on-all", action="store_true", help="run Square on every example and report its accuracy")
     p.add_argument("--apgd-on-survivors", action="store_true",
                    help="run APGD only on the examples our attacks did not break (same worst case, much cheaper)")
-    p.add_argument("--attacks", default=None, help="comma-separated subset of the suite (default: all)")
-    p.add_argument("--min-l2", default="deepfool", help="deepfool, cw, both or none")
-    p.add_argument("--min-l2-n", type=int, default=100, help="examples for the median minimal L2 perturbation")
+    p.add_argument("--attacks", default=None, help=f"comma-separated subset of the suite: {', '.join(ev.SUITE_LABELS)}")
+    p.add_argument("--min-l2", default="deepfool", help=f"{', '.join(ev.MIN_L2_CHOICES)} or none")
+    p.add_argument("--min-l2-n", type=int, default=ev.DEFAULT_MIN_L2_N, help="examples for the median minimal L2 perturbation")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=500)
+    p.add_argument("--batch-size", type=int, default=ev.DEFAULT_BATCH_SIZE)
     p.add_argument("--json", default=None, help="write the report to this JSON file")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--device", choices=DEVICES, default="auto", help="auto: cuda, then mps, then cpu")
@@ -261,26 +265,27 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
 
 def _add_attack(sub: argparse._SubParsersAction) -> None:
     """``attack``: one attack on the first N examples; prints success and perturbation sizes."""
-    from .attacks import ATTACKS, NORMS, OBJECTIVES
+    from .attacks import AMP, ATTACKS, NORMS, OBJECTIVES, AttackSpec
 
+    d = AttackSpec()
     p = sub.add_parser("attack", help="run one attack on a checkpoint (optionally save x_adv and the trajectory)",
                        description="Run one attack (ours or ART's) on the first N test examples of a checkpoint's dataset.")
     p.set_defaults(handler=cmd_attack)
     p.add_argument("--checkpoint", required=True)
-    p.add_argument("--attack", default="pgd", help=f"one of {', '.join(ATTACKS)}")
-    p.add_argument("--eps", type=float, default=0.1)
-    p.add_argument("--steps", type=int, default=20)
-    p.add_argument("--norm", default="linf", help=f"one of {', '.join(NORMS)}")
-    p.add_argument("--objective", default="ce", help=f"one of {', '.join(OBJECTIVES)}")
+    p.add_argument("--attack", default=d.attack, help=f"one of {', '.join(ATTACKS)}")
+    p.add_argument("--eps", type=float, default=d.eps, help="threat radius")
+    p.add_argument("--steps", type=int, default=d.steps)
+    p.add_argument("--norm", default=d.norm, help=f"one of {', '.join(NORMS)}")
+    p.add_argument("--objective", default=d.objective, help=f"one of {', '.join(OBJECTIVES)}")
     p.add_argument("--target", type=int, default=None, help="target class (targeted attack)")
-    p.add_argument("--restarts", type=int, default=1)
+    p.add_argument("--restarts", type=int, default=d.restarts)
     p.add_argument("--step-size", type=float, default=None)
     p.add_argument("--n", type=int, default=100)
     p.add_argument("--split", default="test")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--save", default=None, help="write x_adv, pred, success (and the trajectory) to this .safetensors file")
     p.add_argument("--device", choices=DEVICES, default="auto", help="auto: cuda, then mps, then cpu")
-    p.add_argument("--amp", default="none", help="none (float32) or bf16: native attacks' gradients under bfloat16 "
+    p.add_argument("--amp", default=d.amp, help=f"{' or '.join(AMP)}: native attacks' gradients under bfloat16 "
                    "autocast (about 2x faster on AMX CPUs and GPUs); success is always judged in float32")
 
 

@@ -37,6 +37,8 @@ OPTIMIZERS = ("adamw", "adam", "sgd")
 SCHEDULES = ("cosine", "constant")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 AMP_DTYPES: dict[str, torch.dtype | None] = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+RANK_SEED_OFFSET = 7919
+"""Under torchrun, process ``r`` draws its adversarial-training random starts from ``epoch seed + r * RANK_SEED_OFFSET``."""
 
 
 class TrainingDiverged(RuntimeError):
@@ -357,7 +359,8 @@ def _train(
         g = torch.Generator().manual_seed(_epoch_seed(config.seed, epoch))
         torch.manual_seed(_epoch_seed(config.seed, epoch))
         perm = torch.randperm(n, generator=g)
-        g_attack = torch.Generator().manual_seed(_epoch_seed(config.seed, epoch) + 7919 * ctx.rank) if ctx.enabled else g
+        g_attack = (torch.Generator().manual_seed(_epoch_seed(config.seed, epoch) + RANK_SEED_OFFSET * ctx.rank)
+                    if ctx.enabled else g)
         model.train()
         loss_sum, correct, seen = 0.0, 0, 0
         for step in range(steps_per_epoch):

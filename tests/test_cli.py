@@ -5,6 +5,7 @@ import sys
 import pytest
 
 from gccs_core.cli import main
+from gccs_core.losses import LOSSES
 
 ENV = dict(os.environ, OMP_NUM_THREADS="1")
 
@@ -32,7 +33,7 @@ def test_train_then_info_then_resume(tmp_path):
 @pytest.mark.parametrize(
     "args,needle",
     [
-        (["train", "--loss", "softmax", "--out", "x"], "invalid choice: 'softmax' (choose from 'gccs', 'ce', 'mmc', 'center')"),
+        (["train", "--loss", "softmax", "--out", "x"], f"invalid choice: 'softmax' (choose from {', '.join(map(repr, LOSSES))})"),
         (["train", "--dataset", "imagenet", "--out", "x"], "invalid choice: 'imagenet'"),
         (["train", "--sigma", "0", "--out", "x"], "sigma=0.0 is invalid"),
         (["train", "--loss", "gccs", "--latent-dim", "3", "--out", "x"], "latent_dim=3 is too small"),

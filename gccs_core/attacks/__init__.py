@@ -20,7 +20,7 @@ import torch
 
 from ..models import LatentClassifier, eval_mode, model_device
 from ..validation import check_labels
-from .art import art_attack
+from .art import APGD_STEP_FACTOR, SQUARE_P_INIT, art_attack
 from .native import native_attack, pgd_linf
 from .objectives import attack_objective, dlr_loss, margin_loss, objective_loss
 from .types import (
@@ -50,10 +50,10 @@ ATTACKS: dict[str, Runner] = {**{name: native_attack for name in NATIVE_ATTACKS}
 """Every attack by name; ``run_attack`` and ``evaluate`` dispatch through this table only."""
 
 __all__ = [
-    "AMP", "ART_ATTACKS", "ATTACKS", "ATTACK_NAMES", "MIM_DECAY", "MIN_PERTURBATION_ATTACKS", "NATIVE_ATTACKS", "NORMS",
-    "OBJECTIVES", "STEP_FACTOR", "AttackResult", "AttackSpec", "Runner", "Trajectory", "attack_objective",
-    "check_attack_args", "check_finite_scores", "dlr_loss", "margin_loss", "objective_loss", "pgd_linf",
-    "resolve_target", "run_attack", "run_spec",
+    "AMP", "APGD_STEP_FACTOR", "ART_ATTACKS", "ATTACKS", "ATTACK_NAMES", "MIM_DECAY", "MIN_PERTURBATION_ATTACKS",
+    "NATIVE_ATTACKS", "NORMS", "OBJECTIVES", "SQUARE_P_INIT", "STEP_FACTOR", "AttackResult", "AttackSpec", "Runner",
+    "Trajectory", "attack_objective", "check_attack_args", "check_finite_scores", "dlr_loss", "margin_loss",
+    "objective_loss", "pgd_linf", "resolve_target", "run_attack", "run_spec",
 ]
 
 
