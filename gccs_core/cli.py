@@ -1,4 +1,9 @@
-"""Command line: ``python -m gccs_core {train,info,download} ...``. Parsing only; the work is in the library."""
+"""Command line: ``python -m gccs_core {train,evaluate,attack,info,download} ...``.
+
+Parsing only; the work is in the library, and every default and allowed value comes from it (the loss
+parameter flags from ``losses.loss_parameters``, the evaluation defaults from ``evaluate``, the attack
+defaults from ``AttackSpec``).
+"""
 
 from __future__ import annotations
 
@@ -7,16 +12,20 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from dataclasses import fields
 from pathlib import Path
 from typing import Any, NoReturn
 
 from .data import DATASETS
-from .losses import LOSSES
+from .losses import LOSSES, loss_parameters
 from .models import ENCODERS
 from .train import AMP_DTYPES, DEVICES, OPTIMIZERS, SCHEDULES, Callback, EpochInfo, StepInfo, TrainConfig, TrainingDiverged
 from .validation import check_int
 
-LOSS_PARAM_FLAGS = ("sigma", "radius", "shrinkage", "lam", "eps")
+LOSS_PARAM_FLAGS: tuple[str, ...] = tuple(dict.fromkeys(p for name in LOSSES for p in loss_parameters(name)))
+"""Every loss hyperparameter, each a ``train`` flag (``cov_eps`` -> ``--cov-eps``), in first-seen order."""
+RIDGE_PARAM = "cov_eps" if "cov_eps" in LOSS_PARAM_FLAGS else "eps"
+"""The GCCS covariance ridge; ``train --eps`` is its deprecated alias (elsewhere ``--eps`` is the threat radius)."""
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -82,7 +91,13 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--augment", action="store_true",
                    help="random shifts of up to 2 px (28x28); 32x32 colour: random crop with 4 px padding + horizontal flip")
     for name in LOSS_PARAM_FLAGS:
-        p.add_argument(f"--{name}", type=float, default=None, help=f"loss parameter {name} (losses that take it)")
+        p.add_argument(f"--{name.replace('_', '-')}", dest=name, type=float, default=None,
+                       help=f"loss parameter {name} (losses that take it)")
+    if RIDGE_PARAM != "eps":
+        p.add_argument("--eps", dest="deprecated_eps", metavar="COV_EPS", type=float, default=None,
+                       help=f"deprecated alias of --{RIDGE_PARAM.replace('_', '-')} (the covariance ridge)")
+    else:  # losses.py still calls the ridge eps: --cov-eps is already the name to use
+        p.add_argument("--cov-eps", dest="eps", type=float, default=None, help="the covariance ridge (loss parameter eps)")
     p.add_argument("--adv-train", action="store_true", help="PGD adversarial training (Madry et al. 2018)")
     p.add_argument("--adv-eps", type=float, default=d.adv_eps)
     p.add_argument("--adv-steps", type=int, default=d.adv_steps)
@@ -105,31 +120,35 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def _config_from_args(a: argparse.Namespace) -> TrainConfig:
-    loss_params = {k: getattr(a, k) for k in LOSS_PARAM_FLAGS if getattr(a, k) is not None}
-    return TrainConfig(
-        dataset=a.data or a.dataset, data_root=a.data_root, download=a.download, limit_train=a.limit_train, augment=a.augment,
-        encoder=a.encoder, latent_dim=a.latent_dim, loss=a.loss, loss_params=loss_params, epochs=a.epochs,
-        batch_size=a.batch_size, optimizer=a.optimizer, lr=a.lr, weight_decay=a.weight_decay, schedule=a.schedule,
-        warmup_epochs=a.warmup_epochs, adv_train=a.adv_train, adv_eps=a.adv_eps, adv_steps=a.adv_steps,
-        adv_step_size=a.adv_step_size, adv_objective=a.adv_objective, seed=a.seed, device=a.device, amp=a.amp,
-        sync_batchnorm=not a.no_sync_bn,
-    )
+def loss_params_from_args(a: argparse.Namespace) -> dict[str, float]:
+    """The loss hyperparameters given on the command line (``--eps`` on ``train`` warns and means ``--cov-eps``)."""
+    params = {k: getattr(a, k) for k in LOSS_PARAM_FLAGS if getattr(a, k, None) is not None}
+    old = getattr(a, "deprecated_eps", None)
+    if old is not None:
+        flag = f"--{RIDGE_PARAM.replace('_', '-')}"
+        print(f"DeprecationWarning: train --eps is deprecated and will be removed; use {flag} (the covariance ridge; "
+              "--eps is the threat radius in evaluate and attack).", file=sys.stderr)
+        if RIDGE_PARAM in params and params[RIDGE_PARAM] != old:
+            raise ValueError(f"--eps={old:g} and {flag}={params[RIDGE_PARAM]:g} disagree; give {flag} only.")
+        params[RIDGE_PARAM] = old
+    return params
+
+
+def train_config_from_args(a: argparse.Namespace) -> TrainConfig:
+    """The ``TrainConfig`` that ``train`` arguments describe: every field of the same name, plus the loss parameters."""
+    values = {f.name: getattr(a, f.name) for f in fields(TrainConfig) if hasattr(a, f.name)}
+    values["dataset"] = getattr(a, "data", None) or a.dataset
+    values["loss_params"] = loss_params_from_args(a)
+    values["sync_batchnorm"] = not a.no_sync_bn
+    return TrainConfig(**values)
 
 
 def cmd_train(a: argparse.Namespace) -> int:
     """Train in this process, or as one of the ``torchrun`` processes (then only rank 0 shows progress and prints)."""
-    from .checkpoint import TRAINING_FILE, read_checkpoint_bytes
-    from .train import train
+    from .train import resume_config, train
 
-    config = _config_from_args(a)
-    effective = config
-    if a.resume:
-        ckpt = Path(a.out) / TRAINING_FILE
-        if not ckpt.exists():
-            raise FileNotFoundError(f"cannot resume: no {TRAINING_FILE} in {a.out}. Start the run without --resume.")
-        meta = read_checkpoint_bytes(ckpt.read_bytes(), str(ckpt))[1]
-        effective = TrainConfig.from_dict({**meta["config"], "device": config.device})
+    config = train_config_from_args(a)
+    effective = resume_config(config, a.out) if a.resume else config  # what the progress bar and summary describe
     main_process = os.environ.get("RANK", "0") == "0"  # torchrun sets RANK; a single process is rank 0
     bar = None
     callbacks: list[Callback] = []
@@ -294,12 +313,12 @@ def cmd_attack(a: argparse.Namespace) -> int:
     from safetensors.torch import save_file
 
     from .attacks import run_attack
-    from .checkpoint import load_model
+    from .checkpoint import load_model_with_metadata
     from .data import load_dataset
     from .train import resolve_device
 
     check_int("--n", a.n, 1)
-    model, meta = load_model(a.checkpoint, with_metadata=True)
+    model, meta = load_model_with_metadata(a.checkpoint)
     device = resolve_device(a.device)
     model.to(device)
     ds = load_dataset(meta.get("dataset") or "", a.split, limit=a.n)
@@ -338,7 +357,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_download)
     p.add_argument("--dataset", choices=[k for k, v in DATASETS.items() if not v.offline], required=True)
     p.add_argument("--data-root", default=None)
+    p = sub.add_parser("study", add_help=False, help="the GCCS study: run | plan | report (see python -m gccs_core.study)")
+    p.set_defaults(handler=cmd_study)
+    p.add_argument("study_args", nargs=argparse.REMAINDER)
     return parser
+
+
+def cmd_study(a: argparse.Namespace) -> int:
+    """Delegates to ``python -m gccs_core.study`` (gccs_core/study/main.py)."""
+    from .study.main import main as study_main
+
+    return study_main(a.study_args)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
