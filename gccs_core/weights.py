@@ -25,6 +25,7 @@ import json
 import os
 import re
 import struct
+import warnings
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -156,7 +157,9 @@ def _read_torch(data: bytes, source: str) -> Any:
         if total > MAX_WEIGHTS_BYTES:
             raise WeightsError(f"{source}: the archive unpacks to {total} bytes, over the {MAX_WEIGHTS_BYTES}-byte limit.")
     try:
-        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about unusual pickle protocols; our one-line error says enough
+            warnings.simplefilter("ignore")
+            return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         found = re.search(r"GLOBAL ([\w.]+)", str(err))
         what = f"the Python object {found.group(1)}" if found else "objects other than tensors and plain containers"

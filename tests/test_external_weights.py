@@ -263,3 +263,58 @@ def test_unknown_architectures_are_named(arch, match):
 def test_missing_file_is_a_file_not_found_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_weights(ARCH, tmp_path / "nope.safetensors", K, SHAPE)
+
+
+def _cli(argv: list[str], capsys) -> tuple[int, str]:
+    from gccs_core.cli import main
+
+    code = main(argv)
+    return code, capsys.readouterr().err
+
+
+def test_every_hostile_file_through_the_cli_is_one_line_and_exit_2(hostile, sentinel, capsys):
+    """The same files through ``python -m gccs_core evaluate --arch ... --weights FILE`` (its main(), in process)."""
+    wrong = []
+    for path, pattern in hostile:
+        try:
+            code, err = _cli(["evaluate", "--arch", ARCH, "--weights", str(path), "--dataset", "digits", "--n", "5",
+                              "--eps", "0.1", "--attacks", "fgsm", "--min-l2", "none", "--device", "cpu", "--quiet"], capsys)
+        except BaseException as exc:  # noqa: BLE001 - a crash or SystemExit is what this test looks for
+            wrong.append((path.name, f"CRASH {type(exc).__name__}: {exc}"[:300]))
+            continue
+        lines = err.strip().splitlines()
+        if code != 2 or len(lines) != 1 or str(path) not in lines[0] or not re.search(pattern, lines[0]):
+            wrong.append((path.name, code, err[:300]))
+    assert not sentinel.exists(), "a pickle payload ran"
+    assert wrong == []
+
+
+def test_cli_payload_in_a_real_process_runs_no_code(tmp_path):
+    import subprocess
+    import sys
+
+    sentinel = tmp_path / "pwned"
+    path = tmp_path / "evil.pt"
+    path.write_bytes(_torch_bytes(_payloads(sentinel)[0][1]))
+    run = subprocess.run([sys.executable, "-m", "gccs_core", "evaluate", "--arch", "torchvision:resnet18", "--weights",
+                          str(path), "--latent-layer", "avgpool", "--dataset", "digits"], capture_output=True, text=True,
+                         timeout=300)
+    assert run.returncode == 2 and "refused by torch.load(weights_only=True)" in run.stderr
+    assert len(run.stderr.strip().splitlines()) == 1 and not sentinel.exists()
+
+
+def test_cli_argument_combinations_are_clear(capsys, tmp_path):
+    (tmp_path / "w.safetensors").write_bytes(st_save(_state()))
+    for argv, match in [
+        (["evaluate", "--arch", ARCH, "--dataset", "digits"], "--arch and --weights go together"),
+        (["evaluate", "--arch", ARCH, "--weights", str(tmp_path / "w.safetensors")], "with --dataset"),
+        (["evaluate", "--dataset", "digits"], "give --checkpoint, or --arch with --weights"),
+        (["evaluate", "--arch", ARCH, "--weights", str(tmp_path / "w.safetensors"), "--dataset", "digits",
+          "--value-range", "1,0"], "--value-range='1,0' is invalid"),
+        (["evaluate", "--arch", ARCH, "--weights", str(tmp_path / "w.safetensors"), "--dataset", "digits",
+          "--latent-layer", "nope"], "latent_layer='nope' is not a submodule"),
+        (["evaluate", "--arch", "torchvision:resnet18", "--weights", str(tmp_path / "w.safetensors"), "--dataset", "digits"],
+         "not a state_dict of torchvision:resnet18: .* missing key"),
+    ]:
+        code, err = _cli(argv, capsys)
+        assert code == 2 and len(err.strip().splitlines()) == 1 and re.search(match, err), (argv, err)

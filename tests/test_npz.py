@@ -261,3 +261,41 @@ def test_npz_dataset_trains_and_evaluates(digits_npz, tmp_path):
                                  device="cpu")
     assert report.model["dataset"] == str(digits_npz)
     assert report.worst_case()[0] == pytest.approx(report.clean_accuracy) and report.worst_case()[1] < report.clean_accuracy
+
+
+def test_every_hostile_npz_through_the_cli_is_one_line_and_exit_2(hostile, sentinel, capsys, tmp_path):
+    from gccs_core.cli import main
+
+    wrong = []
+    for path, pattern in hostile:
+        for argv in (["train", "--data", str(path), "--epochs", "1", "--out", str(tmp_path / "run"), "--quiet"],
+                     ["evaluate", "--arch", "gccs:mlp", "--weights", str(tmp_path / "absent.safetensors"), "--data", str(path)]):
+            try:
+                code = main(argv)
+            except BaseException as exc:  # noqa: BLE001 - a crash or SystemExit is what this test looks for
+                wrong.append((path.name, f"CRASH {type(exc).__name__}: {exc}"[:300]))
+                continue
+            err = capsys.readouterr().err.strip().splitlines()
+            if code != 2 or len(err) != 1 or path.name not in err[0] or not re.search(pattern, err[0]):
+                wrong.append((path.name, argv[0], code, err[:2]))
+    assert not sentinel.exists()
+    assert not (tmp_path / "run").exists()
+    assert wrong == []
+
+
+def test_npz_through_the_cli_trains_with_tensorboard_and_evaluates(digits_npz, tmp_path):
+    import json
+
+    from gccs_core.cli import main
+
+    tb = pytest.importorskip("tensorboard", reason="tensorboard (optional extra) is not installed")
+    assert tb
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(digits_npz), "--loss", "ce", "--epochs", "2", "--out", str(run), "--quiet",
+                 "--device", "cpu", "--tensorboard", str(tmp_path / "tb")]) == 0
+    assert list((tmp_path / "tb").glob("events.out.tfevents.*")) and (tmp_path / "tb" / "projector_config.pbtxt").exists()
+    out = tmp_path / "report.json"
+    assert main(["evaluate", "--checkpoint", str(run), "--n", "40", "--eps", "0.1", "--steps", "3", "--attacks", "fgsm",
+                 "--min-l2", "none", "--quiet", "--device", "cpu", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["model"]["dataset"] == str(digits_npz) and report["clean_accuracy"] > 0.8
