@@ -26,15 +26,18 @@ state.apply_pending()
 state.keep_state()
 
 PAGES = {
-    "latent": st.Page("app_pages/latent.py", title="Latent space", icon=":material/scatter_plot:", url_path="latent",
+    # the default page is served at the root; its url_path only has to be unique
+    "latent": st.Page("app_pages/latent.py", title="Latent space", icon=":material/scatter_plot:", url_path="home",
                       default=True),
     "attack": st.Page("app_pages/attack.py", title="Attack", icon=":material/my_location:", url_path="attack"),
     "train": st.Page("app_pages/train.py", title="Train", icon=":material/model_training:", url_path="train"),
     "compare": st.Page("app_pages/compare.py", title="Compare", icon=":material/leaderboard:", url_path="compare"),
     "learn": st.Page("app_pages/learn.py", title="Learn", icon=":material/school:", url_path="learn"),
 }
+DEEP_LINKS = [st.Page("app_pages/latent.py", title="Latent space", url_path="latent", visibility="hidden")]
+"""Pages reachable by URL only: /latent shows the latent page (the default page itself lives at /)."""
 st.session_state["_pages"] = PAGES
-page = st.navigation(list(PAGES.values()), position="top" if state.teacher() else "sidebar")
+page = st.navigation(list(PAGES.values()) + DEEP_LINKS, position="top" if state.teacher() else "sidebar")
 
 # -- shared sidebar --------------------------------------------------------------------------
 datasets = registry.available_datasets()

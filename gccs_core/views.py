@@ -400,7 +400,9 @@ class Panel:
     ``pred`` (T, N) predictions per frame and ``y`` (N,) true labels colour the points; ``protos`` (K, 2)
     are the prototypes (NaN rows hidden) of kind ``kind``; optional ``background`` (M, 2) clean points
     with labels ``background_y`` and ``ellipses`` (K, L, P, 2) class Gaussians' contours; ``x``
-    (T, N, H, W, C) the inputs per frame (attacks) for the per-step images.
+    (T, N, H, W, C) the inputs per frame (attacks) for the per-step images. In the decision plane:
+    ``boundary`` (2, 2) the decision boundary's segment, and per frame and point ``distance`` (T, N) the
+    signed latent distance to it and ``perturbation`` (T, N) the input-space perturbation norm.
     """
 
     title: str
@@ -415,6 +417,9 @@ class Panel:
     x: np.ndarray | None = None
     label: str = ""
     key: str = ""
+    boundary: np.ndarray | None = None
+    distance: np.ndarray | None = None
+    perturbation: np.ndarray | None = None
 
     @property
     def n_frames(self) -> int:
@@ -471,3 +476,161 @@ def snapshot_panel(z: np.ndarray, pred: np.ndarray, y: np.ndarray, centers: np.n
     proj = LatentProjection("simplex", prototypes=protos[np.isfinite(protos).all(1)]).fit(z[-1], y)
     return Panel(title=title, frames=proj.transform(z), pred=np.asarray(pred), y=y,
                  protos=project_prototypes(proj, protos), kind=kind)
+
+
+# -- the decision plane ------------------------------------------------------------------------------------
+
+DECISION_METHOD = "decision"
+"""The view method name of the decision plane (beside simplex, pca, lda, umap)."""
+
+
+def latent_head(model: LatentClassifier, scale: float = 10.0) -> tuple[np.ndarray, np.ndarray]:
+    """The affine part of a model's class scores in latent space: ``s_k(z) - s_0(z) = W[k] . z + b[k]``; needs torch.
+
+    Exact for every head of this library: a linear head (cross-entropy, center loss) is affine, and for a
+    nearest-vertex head (GCCS, MMC) the quadratic term ``-|z|^2 / 2 sigma^2`` is the same for every class and
+    cancels. Read from ``d + 1`` evaluations of the head and checked at random points (a head whose score
+    differences are not affine is refused).
+    """
+    import torch
+
+    from .models import eval_mode, model_device
+
+    d = model.latent_dim
+    param = next(model.parameters())
+    pts = torch.cat([torch.zeros(1, d), scale * torch.eye(d)])
+    rng = np.random.default_rng(0)
+    probe = torch.from_numpy(rng.standard_normal((4, d)) * scale)
+    with torch.no_grad(), eval_mode(model):
+        s = model.scores_from_latent(torch.cat([pts, probe]).to(model_device(model), param.dtype)).double().cpu().numpy()
+    rel = s - s[:, :1]
+    b = rel[0]
+    w = ((rel[1 : d + 1] - b) / scale).T  # (K, d)
+    expected = probe.numpy() @ w.T + b
+    err = np.abs(rel[d + 1 :] - expected).max()
+    if not err <= 1e-3 * max(1.0, float(np.abs(rel).max())):
+        raise ValueError(f"the model's class-score differences are not affine in the latent (error {err:.3g}): "
+                         "no exact decision plane exists for it.")
+    return w, b
+
+
+@dataclass(frozen=True)
+class DecisionPlane:
+    """An exact 2-D linear view of the decision between true class ``y`` and other class ``t``.
+
+    ``axes[0]`` is the unit normal of the y-vs-t decision boundary (pointing from y's side to t's), so the
+    first plane coordinate of a latent is its exact signed distance to that boundary (> 0: t wins over y) and
+    the boundary is the line ``x = 0``. ``axes[1]`` is the direction of largest remaining spread of the two
+    classes' latents. ``anchors`` (2, 2) are the plane coordinates of y's and t's centre (vertex, learned
+    centre or class mean: ``anchor_kind``).
+    """
+
+    y: int
+    t: int
+    origin: np.ndarray
+    axes: np.ndarray
+    anchors: np.ndarray
+    anchor_kind: str
+
+    def transform(self, Z: np.ndarray) -> np.ndarray:
+        """Latents (..., d) -> plane coordinates (..., 2), float32."""
+        Z = np.asarray(Z, dtype=np.float64)
+        if Z.shape[-1] != self.origin.shape[0]:
+            raise ValueError(f"Z has {Z.shape[-1]} features; this decision plane was built for {self.origin.shape[0]}.")
+        return ((Z - self.origin) @ self.axes.T).astype(np.float32)
+
+    def boundary_distance(self, Z: np.ndarray) -> np.ndarray:
+        """Signed latent distance (...,) of every latent to the y-vs-t boundary (> 0: on t's side)."""
+        return ((np.asarray(Z, dtype=np.float64) - self.origin) @ self.axes[0]).astype(np.float32)
+
+    def boundary_line(self, lo: float, hi: float) -> np.ndarray:
+        """The boundary in the plane from second coordinate ``lo`` to ``hi``: endpoints (2, 2)."""
+        return np.array([[0.0, lo], [0.0, hi]], dtype=np.float32)
+
+
+def decision_plane(Z: np.ndarray, labels: np.ndarray, y: int, t: int, head_w: np.ndarray, head_b: np.ndarray,
+                   prototypes: np.ndarray | None = None) -> DecisionPlane:
+    """The decision plane of classes ``y`` and ``t`` (see ``DecisionPlane``) from a head's affine part (``latent_head``).
+
+    ``Z`` (N, d) and ``labels`` (N,) are clean latents; the second axis is their largest spread orthogonal to
+    the boundary normal, over the samples of classes y and t. Anchors are the ``prototypes`` rows when finite,
+    else the class means of ``Z``.
+    """
+    Z = np.asarray(Z, dtype=np.float64)
+    labels = np.asarray(labels).astype(np.int64)
+    w_all, b_all = np.asarray(head_w, dtype=np.float64), np.asarray(head_b, dtype=np.float64)
+    k = len(w_all)
+    for name, value in (("y", y), ("t", t)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 0 <= value < k:
+            raise ValueError(f"{name}={value!r} is invalid: it must be a class index in 0..{k - 1}.")
+    if y == t:
+        raise ValueError(f"y={y} and t={t} are the same class: a decision plane needs two classes.")
+    if Z.ndim != 2 or Z.shape[1] != w_all.shape[1]:
+        raise ValueError(f"Z has shape {Z.shape}; expected (N, {w_all.shape[1]}) to match the head.")
+    w, c = w_all[t] - w_all[y], float(b_all[t] - b_all[y])
+    norm = float(np.linalg.norm(w))
+    if norm == 0.0:
+        raise ValueError(f"classes {y} and {t} have the same scores everywhere: there is no boundary between them.")
+    u = w / norm
+    protos = None if prototypes is None else np.asarray(prototypes, dtype=np.float64)
+    if protos is not None and np.isfinite(protos[[y, t]]).all():
+        anchors, kind = protos[[y, t]], "centres"
+    else:
+        for cls in (y, t):
+            if not np.any(labels == cls):
+                raise ValueError(f"class {cls} has no sample here and the model no centre: nothing to anchor it.")
+        anchors, kind = np.stack([Z[labels == y].mean(0), Z[labels == t].mean(0)]), "class means"
+    mid = anchors.mean(0)
+    origin = mid - (u @ mid + c / norm) * u  # the point of the boundary nearest the anchors' midpoint
+    pair = Z[np.isin(labels, [y, t])]
+    pts = pair if len(pair) >= 2 else Z
+    resid = (pts - pts.mean(0)) - np.outer((pts - pts.mean(0)) @ u, u)
+    _, sv, vt = np.linalg.svd(resid, full_matrices=False)
+    if len(sv) == 0 or sv[0] <= 1e-12 * max(1.0, float(np.abs(pts).max())):
+        raise ValueError("the latents have no spread besides the boundary normal: no second axis.")
+    v = vt[0] - (vt[0] @ u) * u
+    v /= np.linalg.norm(v)
+    v *= np.sign(v[np.argmax(np.abs(v))])
+    axes = np.stack([u, v])
+    return DecisionPlane(int(y), int(t), origin, axes, ((anchors - origin) @ axes.T).astype(np.float32), kind)
+
+
+def with_decision_plane(view: LatentView, plane: DecisionPlane) -> LatentView:
+    """``view`` plus the plane as method ``decision``: coordinates, the two anchors, their 1/2-sigma contours, the boundary."""
+    coords = plane.transform(view.z)
+    k = len(view.prototypes)
+    protos = np.full((k, 2), np.nan, dtype=np.float32)
+    protos[[plane.y, plane.t]] = plane.anchors
+    mu, cov = class_gaussians_2d(coords, view.y, k)
+    others = np.setdiff1d(np.arange(k), [plane.y, plane.t])
+    mu[others], cov[others] = np.nan, np.nan
+    lo, hi = float(coords[:, 1].min()), float(coords[:, 1].max())
+    pad = 0.1 * max(hi - lo, 1e-6)
+    extra = {f"coords/{DECISION_METHOD}": coords, f"proto_coords/{DECISION_METHOD}": protos,
+             f"ellipse/{DECISION_METHOD}": class_ellipses(mu, cov).astype(np.float32),
+             f"boundary/{DECISION_METHOD}": plane.boundary_line(lo - pad, hi + pad),
+             "methods": np.array([*view.methods, DECISION_METHOD])}
+    return LatentView({**view, **extra})
+
+
+def perturbation_norms(x: np.ndarray, norm: str = "linf") -> np.ndarray:
+    """Input-space size (T, N) of every step's perturbation ``x[t] - x[0]`` for inputs ``x`` (T, N, ...)."""
+    if norm not in ("linf", "l2"):
+        raise ValueError(f"norm={norm!r} is unknown; allowed: linf, l2.")
+    x = np.asarray(x, dtype=np.float64)
+    delta = (x - x[:1]).reshape(x.shape[0], x.shape[1], -1)
+    return (np.abs(delta).max(-1) if norm == "linf" else np.sqrt((delta**2).sum(-1))).astype(np.float32)
+
+
+def decision_attack_panel(view: LatentView, plane: DecisionPlane, z: np.ndarray, pred: np.ndarray, y: np.ndarray, *,
+                          title: str, x: np.ndarray, norm: str = "linf", target: int | None = None, label: str = "",
+                          key: str = "") -> Panel:
+    """An attack animation panel in the decision plane (``view`` from ``with_decision_plane``), with every
+    point's latent distance to the boundary and its input perturbation norm at every step."""
+    hit = fooled(pred, y, target)
+    m = DECISION_METHOD
+    return Panel(title=title.format(fooled=int(hit[-1].sum()), n=len(y)), frames=plane.transform(z), pred=np.asarray(pred),
+                 y=np.asarray(y), protos=view.proto_coords(m), kind=plane.anchor_kind, background=view.coords(m),
+                 background_y=view.y, ellipses=view.ellipses(m), x=x, label=label, key=key,
+                 boundary=np.asarray(view[f"boundary/{m}"]), distance=plane.boundary_distance(z),
+                 perturbation=perturbation_norms(x, norm))

@@ -146,3 +146,17 @@ def test_bad_upload_shows_a_message(page, server):
     wait_script_idle(page)
     assert page.get_by_test_id("stException").count() == 0
     page.wait_for_selector(f".st-key-latent_left {PLOT_POINTS}", timeout=30_000)  # the app keeps working
+
+
+@pytest.mark.parametrize("path", ["latent", "attack", "train", "compare", "learn"])
+def test_every_page_opens_by_its_direct_url(page, server, path):
+    """A typed or bookmarked link to any page shows that page: no "Page not found" dialog, no error."""
+    open_page(page, f"{server}/{path}?dataset=digits")
+    page.wait_for_timeout(500)  # the dialog, when there is one, appears after the first run
+    assert "not found" not in page.inner_text("body").lower()
+    assert page.get_by_test_id("stDialog").count() == 0
+    assert page.url.split("?")[0].rstrip("/").endswith(f"/{path}")
+    titles = {"latent": "Latent space", "attack": "Attack", "train": "Train", "compare": "Compare", "learn": "Learn"}
+    assert page.locator("h1").first.inner_text().startswith(titles[path])
+    if path == "latent":
+        page.wait_for_selector(f".st-key-latent_left {PLOT_POINTS}", timeout=60_000)
