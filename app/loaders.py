@@ -95,6 +95,11 @@ def _uploaded_model(key: str) -> Any:
     from gccs_core.checkpoint import load_model_bytes
 
     torch_setup()
+    recipe = st.session_state.get("upload_recipes", {}).get(key)
+    if recipe is not None:  # a network of the user's own, validated by app.upload.register_weights_upload
+        from gccs_core.weights import load_for_dataset
+
+        return load_for_dataset(recipe["arch"], registry.upload_bytes(key), recipe["dataset"], recipe["latent_layer"]).eval()
     model, _ = load_model_bytes(registry.upload_bytes(key), "upload")
     return model.eval()
 

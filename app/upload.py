@@ -1,4 +1,5 @@
-"""Upload of a user's checkpoint (safetensors + GCCS metadata): size-limited, validated, session-scoped."""
+"""Upload of a user's checkpoint (safetensors + GCCS metadata), or of a network of their own (an architecture
+by name + a state_dict file, wrapped by ``gccs_core.weights``): size-limited, validated, session-scoped."""
 
 from __future__ import annotations
 
@@ -10,6 +11,11 @@ from app import registry, state
 from app.registry import ModelEntry
 
 MAX_UPLOAD_MB = 20
+MAX_WEIGHTS_MB = 100
+OWN_ARCHS = ("torchvision:resnet18", "torchvision:resnet34", "torchvision:resnet50", "torchvision:mobilenet_v3_small",
+             "torchvision:vgg11", "gccs:mlp", "gccs:cnn", "gccs:resnet18")
+"""Architectures offered for an own network (a static list: listing torchvision's would import torch)."""
+KINDS = ("Checkpoint of this library", "Your own network (architecture + weights)")
 
 
 def register_upload(name: str, data: bytes) -> ModelEntry:
@@ -41,8 +47,64 @@ def register_upload(name: str, data: bytes) -> ModelEntry:
     return entry
 
 
+def register_weights_upload(name: str, data: bytes, arch: str, dataset: str, latent_layer: str | None = None) -> ModelEntry:
+    """Build ``arch`` with the uploaded state_dict for ``dataset``, wrap it, and only then register it.
+
+    Every check (size, dataset on disk, architecture, keys, shapes, dtypes, NaN, the latent cut) runs
+    before anything is registered, so a half-loaded model never reaches the model list.
+    Raises ``ValueError`` (``WeightsError`` included) with a message fit for the user.
+    """
+    from gccs_core.weights import load_for_dataset
+
+    if len(data) > MAX_WEIGHTS_MB * 1024 * 1024:
+        raise ValueError(f"the file is {len(data) / 2**20:.1f} MB; the limit is {MAX_WEIGHTS_MB} MB.")
+    if dataset not in registry.available_datasets():
+        raise ValueError(f"dataset {dataset!r} is not on disk here; allowed: {', '.join(registry.available_datasets())}.")
+    layer = latent_layer or None
+    load_for_dataset(arch, data, dataset, layer, source=name)  # raises on any problem; the model is rebuilt on use
+    recipe = f"{arch}|{layer or ''}|{dataset}".encode()
+    sha = hashlib.sha256(recipe + data).hexdigest()[:12]
+    key = registry.model_key("upload", sha)
+    stem = name.rsplit(".", 1)[0][:40]
+    entry = ModelEntry(key, f"{stem} [{sha[:6]}]", dataset, "external", "upload", None)
+    st.session_state.setdefault("upload_recipes", {})[key] = {"arch": arch, "latent_layer": layer, "dataset": dataset}
+    registry.register_upload(entry, data)
+    return entry
+
+
+def _own_network_box(disabled: bool) -> None:
+    st.caption(f"A state_dict (.safetensors, or .pt read with weights_only) of a classifier, at most {MAX_WEIGHTS_MB} MB; "
+               "its logits are the scores, the latent is the input of its last linear layer unless you name one.")
+    arch = st.selectbox("Architecture", OWN_ARCHS, key="upload_arch", disabled=disabled)
+    dataset = st.selectbox("Dataset", registry.available_datasets(), key="upload_dataset", disabled=disabled)
+    layer = st.text_input("Latent layer (optional, e.g. avgpool)", key="upload_layer", disabled=disabled).strip()
+    up = st.file_uploader("Weights", type=["safetensors", "pt", "pth"], key="upload_weights", disabled=disabled,
+                          max_upload_size=MAX_WEIGHTS_MB)
+    if up is None:
+        return
+    marker = (up.name, up.size, up.file_id, arch, dataset, layer)
+    if st.session_state.get("_upload_seen") == marker:
+        if st.session_state.get("_upload_error"):
+            st.error(st.session_state["_upload_error"])
+        return
+    st.session_state["_upload_seen"] = marker
+    st.session_state["_upload_error"] = None
+    try:
+        entry = register_weights_upload(up.name, up.getvalue(), arch, dataset, layer)
+    except (ValueError, OSError) as err:  # WeightsError and NPZError are ValueErrors
+        st.session_state["_upload_error"] = f"Could not use {up.name}: {err}"
+        st.error(st.session_state["_upload_error"])
+        return
+    st.success(f"Loaded {entry.label} ({arch} on {dataset}); pick it in either panel.")
+    state.set_pending(dataset=entry.dataset, right=entry.key)
+    st.rerun()
+
+
 def upload_box(disabled: bool = False) -> None:
     """The sidebar uploader: a bad file gets one clear message, never a traceback."""
+    if st.radio("Upload", KINDS, key="upload_kind", disabled=disabled, label_visibility="collapsed") == KINDS[1]:
+        _own_network_box(disabled)
+        return
     st.caption(f"A checkpoint saved by this library (.safetensors, at most {MAX_UPLOAD_MB} MB). "
                "It stays in this browser session.")
     up = st.file_uploader("Checkpoint", type=["safetensors"], key="upload_file", disabled=disabled,

@@ -22,12 +22,14 @@ import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from .npz import default_encoder, read_npz
+
+if TYPE_CHECKING:  # torch is imported when data is loaded, so names and facts stay torch-free (the app's sidebar)
+    import torch
 
 SPLITS = ("train", "test")
 SPLIT_SEED = 0
@@ -306,6 +308,8 @@ def load_dataset(
         x, y, classes = _load_torchvision(name, split, Path(root) if root else default_data_root(), download)
     if limit is not None:
         x, y = x[:limit], y[:limit]
+    import torch
+
     x_t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
     if tuple(x_t.shape[1:]) != info.in_shape:
         raise ValueError(f"dataset {name!r} gave images of shape {tuple(x_t.shape[1:])}; expected {info.in_shape}.")

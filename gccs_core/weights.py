@@ -285,14 +285,14 @@ def load_external_model(
 
 
 def load_for_dataset(
-    arch: str, weights: str | os.PathLike, dataset: str, latent_layer: str | None = None,
-    value_range: tuple[float, float] = (0.0, 1.0),
+    arch: str, weights: str | os.PathLike | bytes, dataset: str, latent_layer: str | None = None,
+    value_range: tuple[float, float] = (0.0, 1.0), source: str | None = None,
 ) -> Any:
     """A wrapped model for ``dataset``: its input shape and number of classes fix the architecture."""
     from .data import dataset_info
 
     info = dataset_info(dataset)
-    return load_external_model(arch, weights, info.num_classes, info.in_shape, latent_layer, value_range)
+    return load_external_model(arch, weights, info.num_classes, info.in_shape, latent_layer, value_range, source=source)
 
 
 def evaluate_weights(
