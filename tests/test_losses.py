@@ -152,7 +152,7 @@ def test_center_loss_adds_the_centre_term_to_cross_entropy():
     torch.manual_seed(0)
     loss = build_loss("center", 3, 2, lam=0.5)
     z, y = torch.randn(6, 2), torch.tensor([0, 1, 2, 0, 1, 2])
-    total = float(loss(z, y))
+    total = float(loss(z, y).detach())
     ce = float(torch.nn.functional.cross_entropy(loss.head(z), y))
     centre = 0.25 * float((z - loss.centers[y]).pow(2).sum(1).mean())
     assert total == pytest.approx(ce + centre, rel=1e-5)
@@ -218,3 +218,17 @@ def test_bad_labels_and_shapes_are_clear_errors():
         loss(torch.randn(4, 16), torch.tensor([0, 1, 2, 10]))
     with pytest.raises(ValueError, match=r"expected \(N, 16\)"):
         loss(torch.randn(4, 8), torch.tensor([0, 1, 2, 3]))
+
+
+def test_a_checkpoint_that_stores_eps_loads_with_the_ridge_as_cov_eps(tmp_path):
+    from gccs_core import TrainConfig
+    from gccs_core.checkpoint import load_model, save_model
+    from gccs_core.models import ModelSpec, build_model
+
+    spec = TrainConfig(dataset="digits", loss="gccs").model_spec().to_dict()
+    spec["loss_params"] = {"eps": 2e-4, "sigma": 1.5}  # what a checkpoint written before the rename holds
+    with pytest.warns(DeprecationWarning):
+        model = build_model(ModelSpec(**spec))
+        save_model(model, tmp_path / "old.safetensors", {"dataset": "digits"})
+        loaded = load_model(tmp_path / "old.safetensors")
+    assert loaded.head.cov_eps == 2e-4 and loaded.sigma == 1.5
