@@ -228,3 +228,17 @@ def test_linear_prototypes_are_the_head_rows(mlp):
     assert torch.equal(model.centers, mlp[-1].weight)
     with pytest.raises(ExternalModelError, match=r"class\(es\) \[9\] have no example"):
         model.fit_prototypes(torch.rand(9, 1, 8, 8), torch.arange(9))
+
+
+def test_decision_plane_reads_the_wrapped_head_exactly(mlp):
+    from gccs_core.views import latent_head
+
+    model = LatentClassifier.from_module(mlp, input_shape=(1, 8, 8))
+    w, b = latent_head(model)
+    head = mlp[-1]
+    ref_w = (head.weight - head.weight[:1]).detach().double().numpy()
+    ref_b = (head.bias - head.bias[:1]).detach().double().numpy()
+    assert np.allclose(w, ref_w, atol=1e-4) and np.allclose(b, ref_b, atol=1e-4)
+    deep = LatentClassifier.from_module(SmallCNN().eval(), latent_layer="features", input_shape=(1, 8, 8))
+    with pytest.raises(ValueError, match="not affine in the latent"):
+        latent_head(deep)  # the rest of the network is not linear: no exact plane, said clearly
