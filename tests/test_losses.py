@@ -153,7 +153,7 @@ def test_center_loss_adds_the_centre_term_to_cross_entropy():
     loss = build_loss("center", 3, 2, lam=0.5)
     z, y = torch.randn(6, 2), torch.tensor([0, 1, 2, 0, 1, 2])
     total = float(loss(z, y).detach())
-    ce = float(torch.nn.functional.cross_entropy(loss.head(z), y))
+    ce = float(torch.nn.functional.cross_entropy(loss.head(z), y).detach())
     centre = 0.25 * float((z - loss.centers[y]).pow(2).sum(1).mean())
     assert total == pytest.approx(ce + centre, rel=1e-5)
 
