@@ -28,7 +28,7 @@ import os
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.distributed as dist
@@ -36,6 +36,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from .data import Dataset
+
+if TYPE_CHECKING:  # for the type only
+    from .models import LatentClassifier
 
 
 @dataclass(frozen=True)
@@ -286,23 +289,24 @@ def global_batchnorm(model: nn.Module, device: torch.device) -> Callable[[], Non
 class _Embed(nn.Module):
     """``model.embed`` as a module's forward, so DistributedDataParallel can wrap it."""
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: LatentClassifier) -> None:
         super().__init__()
         self.model = model
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model.embed(x)  # type: ignore[operator]
+        return self.model.embed(x)
 
 
-def wrap_for_training(model: nn.Module, ctx: DistContext, sync_batchnorm: bool) -> tuple[Callable[[torch.Tensor], torch.Tensor],
-                                                                                        Callable[[], None]]:
+def wrap_for_training(
+    model: LatentClassifier, ctx: DistContext, sync_batchnorm: bool
+) -> tuple[Callable[[torch.Tensor], torch.Tensor], Callable[[], None]]:
     """The function that maps a batch to latents during training, and ``undo`` to call when training ends.
 
     One process: ``model.embed`` itself. Several: ``DistributedDataParallel`` around it (all parameters,
     the loss head's included, get averaged gradients), with global batch norm when ``sync_batchnorm``.
     """
     if not ctx.enabled:
-        return model.embed, lambda: None  # type: ignore[return-value]
+        return model.embed, lambda: None
     from torch.nn.parallel import DistributedDataParallel
 
     undo = global_batchnorm(model, ctx.device) if sync_batchnorm else (lambda: None)

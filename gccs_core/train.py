@@ -23,12 +23,12 @@ from .checkpoint import (
     MODEL_FILE,
     TRAINING_FILE,
     load_training_checkpoint,
-    read_checkpoint_bytes,
     save_model,
     save_training_checkpoint,
     write_metadata_json,
 )
 from .data import DATASETS, Dataset, dataset_info, load_dataset
+from .files import read_checkpoint_header
 from .losses import LOSSES, build_loss, loss_parameters
 from .models import ENCODERS, LatentClassifier, ModelSpec, build_model, eval_mode
 from .validation import check_bool, check_choice, check_int, check_number
@@ -295,6 +295,19 @@ def train(
     return result
 
 
+def resume_config(config: TrainConfig, out_dir: str | os.PathLike | None) -> TrainConfig:
+    """The configuration a resumed run continues with: the one stored in ``out_dir``, on ``config``'s device.
+
+    The stored configuration decides everything but the device (a run may move machines). Reads the
+    training checkpoint's header only.
+    """
+    ckpt_path = Path(out_dir) / TRAINING_FILE if out_dir is not None else None
+    if ckpt_path is None or not ckpt_path.exists():
+        raise FileNotFoundError(f"cannot resume: no {TRAINING_FILE} in {out_dir}. Start the run without --resume.")
+    _, meta = read_checkpoint_header(ckpt_path)
+    return TrainConfig.from_dict({**meta["config"], "device": config.device})
+
+
 def _train(
     config: TrainConfig,
     callbacks: list[Callback],
@@ -305,15 +318,9 @@ def _train(
     out = Path(out_dir) if out_dir is not None else None
     ckpt_path = out / TRAINING_FILE if out else None
 
-    # resume: the stored configuration decides everything but the device
     start_epoch, history, elapsed_before = 0, [], 0.0
-    stored_meta: dict[str, Any] | None = None
     if resume:
-        if ckpt_path is None or not ckpt_path.exists():
-            raise FileNotFoundError(f"cannot resume: no {TRAINING_FILE} in {out}. Start the run without --resume.")
-        stored_meta = read_checkpoint_bytes(ckpt_path.read_bytes(), str(ckpt_path))[1]
-        stored = TrainConfig.from_dict({**stored_meta["config"], "device": config.device})
-        config = stored
+        config = resume_config(config, out_dir)
     elif ckpt_path is not None and ckpt_path.exists():
         raise FileExistsError(
             f"{out} already holds a run ({TRAINING_FILE}); pass resume=True / --resume or choose another folder."
@@ -331,8 +338,8 @@ def _train(
     model = build_model(config.model_spec()).to(device)
     optimizer = make_optimizer(model, config)
 
-    if stored_meta is not None:
-        meta = load_training_checkpoint(ckpt_path, model, optimizer)  # type: ignore[arg-type]
+    if resume and ckpt_path is not None:
+        meta = load_training_checkpoint(ckpt_path, model, optimizer)
         start_epoch, history = int(meta["epoch"]), list(meta["history"])
         elapsed_before = float(meta.get("train_time_s", 0.0))
         model.to(device)
@@ -417,7 +424,7 @@ def _train(
             meta = {**base_meta, "epoch": epoch + 1, "history": history, "train_time_s": elapsed,
                     "metrics": {"test_accuracy": test_acc, "train_accuracy": record["train_accuracy"]},
                     "complete": epoch + 1 == config.epochs and not stopped}
-            save_training_checkpoint(ckpt_path, model, optimizer, meta)  # type: ignore[arg-type]
+            save_training_checkpoint(out / TRAINING_FILE, model, optimizer, meta)
             save_model(model, out / MODEL_FILE, meta)
         einfo = EpochInfo(epoch, config.epochs, record["train_loss"], record["train_accuracy"], test_acc, elapsed)
         if distributed.agree(ctx.is_main and any([bool(cb.on_epoch(einfo, model)) for cb in callbacks]), ctx) or stopped:

@@ -65,16 +65,16 @@ def _drop_flag(tokens: list[str], flag: str) -> list[str]:
 
 def already_made(out: Path, argv: list[str]) -> bool:
     """True when ``out`` holds a finished run whose stored config is exactly what ``argv`` asks for."""
-    from gccs_core.cli import _config_from_args, build_parser
+    from gccs_core.cli import build_parser, train_config_from_args
 
     meta_path = out / "metadata.json"
     if not meta_path.exists():
         return False
     meta = json.loads(meta_path.read_text())
-    wanted = _config_from_args(build_parser().parse_args(argv[2:])).to_dict()
+    wanted = train_config_from_args(build_parser().parse_args(argv[2:])).to_dict()
     if meta.get("metrics", {}).get("epochs_done") != wanted["epochs"]:
         return False
-    from gccs_core import TrainConfig
+    from gccs_core.train import TrainConfig
 
     stored = TrainConfig.from_dict({**meta["config"], "device": wanted["device"]}).to_dict()  # fills newer defaults
     return stored == wanted
@@ -116,8 +116,7 @@ def write_readme(entries: list[dict]) -> None:
               "10 epochs; the command is in that script's `AT_COMMANDS` and in docs/results.md); see docs/results.md.", ""]
     at_files = sorted(PRETRAINED.glob("*-at.safetensors"))
     if at_files:
-        sys.path.insert(0, str(ROOT))
-        from gccs_core import load_metadata
+        from gccs_core.checkpoint import load_metadata
 
         lines += ["| model | test accuracy | training time | epochs |", "|---|---|---|---|"]
         for f in at_files:

@@ -4,8 +4,8 @@ import sys
 
 import pytest
 
-from gccs_core.cli import main
-from gccs_core.losses import LOSSES
+from gccs_core.cli import RIDGE_PARAM, build_parser, main, train_config_from_args
+from gccs_core.losses import LOSSES, loss_parameters
 
 ENV = dict(os.environ, OMP_NUM_THREADS="1")
 
@@ -65,8 +65,35 @@ def test_the_real_command_line_reports_a_corrupted_checkpoint_in_one_line(tmp_pa
     assert len(r.stderr.strip().splitlines()) == 1
 
 
-@pytest.mark.parametrize("sub", [[], ["train"], ["info"], ["download"], ["evaluate"]])
+@pytest.mark.parametrize("sub", [[], ["train"], ["info"], ["download"], ["evaluate"], ["attack"]])
 def test_help_everywhere(sub, capsys):
     with pytest.raises(SystemExit) as exit_:
         main([*sub, "--help"])
     assert exit_.value.code == 0 and "usage:" in capsys.readouterr().out
+
+
+def _train_config(*args):
+    return train_config_from_args(build_parser().parse_args(["train", "--out", "x", *args]))
+
+
+def test_every_loss_parameter_is_a_train_flag():
+    """The flags follow losses.loss_parameters: each parameter of each loss reaches TrainConfig.loss_params."""
+    for loss in LOSSES:
+        for i, name in enumerate(loss_parameters(loss)):
+            value = 0.5 + i / 8  # a valid value for every parameter (shrinkage is at most 1)
+            cfg = _train_config("--loss", loss, f"--{name.replace('_', '-')}", str(value))
+            assert cfg.loss_params == {name: value}, (loss, name)
+
+
+def test_train_eps_is_a_deprecated_alias_of_cov_eps(capsys):
+    if RIDGE_PARAM == "eps":
+        pytest.skip("losses.py still names the covariance ridge eps")
+    new = _train_config("--cov-eps", "0.001")
+    assert capsys.readouterr().err == ""
+    old = _train_config("--eps", "0.001")
+    warning = capsys.readouterr().err.strip().splitlines()
+    assert old == new and old.loss_params == {"cov_eps": 0.001}
+    assert len(warning) == 1 and "--cov-eps" in warning[0]
+    assert warning[0].startswith("DeprecationWarning: train --eps is deprecated")
+    with pytest.raises(ValueError, match="disagree"):
+        _train_config("--eps", "0.001", "--cov-eps", "0.01")

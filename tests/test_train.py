@@ -75,10 +75,19 @@ def test_nan_loss_stops_cleanly_and_keeps_the_last_good_checkpoint(tmp_path):
     assert (tmp_path / TRAINING_FILE).exists()
 
 
-def test_adversarial_training_runs_and_keeps_accuracy():
+def test_adversarial_training_keeps_accuracy_and_buys_robustness(digits_ce_model):
+    """PGD-3 training at eps 0.1 keeps clean accuracy and beats the plain model under PGD-10 at that eps
+    (about 0.8 against 0.45 robust accuracy on the 360 test digits)."""
+    from gccs_core import load_dataset
+    from gccs_core.attacks import run_attack
+
     cfg = TrainConfig(dataset="digits", loss="ce", epochs=6, adv_train=True, adv_eps=0.1, adv_steps=3, device="cpu")
     result = train(cfg)
     assert result.metrics["test_accuracy"] > 0.85
+    test = load_dataset("digits", "test")
+    robust = {name: float((~run_attack(m, test.x, test.y, "pgd", eps=0.1, steps=10, objective="margin").success).float().mean())
+              for name, m in (("adversarial", result.model), ("plain", digits_ce_model))}
+    assert robust["adversarial"] > robust["plain"] + 0.2, robust
 
 
 def test_existing_run_is_not_overwritten_without_resume(tmp_path):
