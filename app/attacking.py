@@ -11,7 +11,16 @@ import streamlit as st
 
 from app import figures, loaders, registry, state
 from app.registry import ModelEntry
-from gccs_core.views import LatentView, attack_panel, fit_method, fooled, preview_panel
+from gccs_core.views import (
+    DECISION_METHOD,
+    LatentView,
+    attack_panel,
+    decision_attack_panel,
+    fit_method,
+    fooled,
+    perturbation_norms,
+    preview_panel,
+)
 
 ATTACK_CHOICES = {"pgd": "PGD", "fgsm": "FGSM", "mim": "MIM (momentum)", "bim": "BIM", "pgd-targeted": "Targeted PGD",
                   "cw": "Carlini-Wagner (L2, minimal; slow)"}
@@ -68,7 +77,8 @@ def _attack(key: str, mtime: float, dataset: str, idx: tuple[int, ...], attack: 
     res = run_attack(model, data.x[index], data.y[index], attack=attack, eps=eps, steps=steps, objective=objective,
                      target=target, record=True, seed=0)
     traj = res.trajectory
-    return {"z": traj.z.numpy(), "pred": traj.pred.numpy(), "x": traj.x.permute(0, 1, 3, 4, 2).numpy().astype(np.float16)}
+    return {"z": traj.z.numpy(), "pred": traj.pred.numpy(), "x": traj.x.permute(0, 1, 3, 4, 2).numpy().astype(np.float16),
+            "linf": perturbation_norms(traj.x.numpy(), "linf")}
 
 
 def _entry(key: str) -> ModelEntry:
@@ -94,9 +104,14 @@ def run(entries: list[ModelEntry], pool_view: LatentView, method: str) -> dict[s
             traj = _attack(entry.key, registry.mtime(entry.path), entry.dataset, tuple(int(i) for i in idx), attack, eps,
                            steps, objective, target)
         label = f"{entry.label} · {entry.loss}"
-        panel = attack_panel(loaders.get_view(entry, fit_method(method)), loaders.get_projection(entry, method), method,
-                             traj["z"], traj["pred"], y, title=label + ": {fooled}/{n} fooled", target=target,
-                             x=traj["x"].astype(np.float32), label=label, key=entry.key)
+        title, x = label + ": {fooled}/{n} fooled", traj["x"].astype(np.float32)
+        if method == DECISION_METHOD:
+            plane_view, plane = loaders.get_plane(entry, *plane_pair(target))
+            panel = decision_attack_panel(plane_view, plane, traj["z"], traj["pred"], y, title=title, x=x,
+                                          perturbation=traj["linf"], target=target, label=label, key=entry.key)
+        else:
+            panel = attack_panel(loaders.get_view(entry, fit_method(method)), loaders.get_projection(entry, method), method,
+                                 traj["z"], traj["pred"], y, title=title, target=target, x=x, label=label, key=entry.key)
         flips[label] = fooled(panel.pred, y, target).sum(1).tolist()
         panels.append(panel)
     n_frames = panels[0].n_frames
@@ -104,6 +119,10 @@ def run(entries: list[ModelEntry], pool_view: LatentView, method: str) -> dict[s
     what = ATTACK_CHOICES[choice] + (f" → {names[target]}" if target is not None else "")
     summary = (f"{what}, eps={eps:g}, {steps} steps, objective {OBJECTIVE_LABELS[objective]}, {len(idx)} samples; "
                "points are coloured by the current prediction; a thick black ring = misclassified.")
+    if method == DECISION_METHOD:
+        py, pt = plane_pair(target)
+        summary += (f" Decision plane of {names[py]} vs {names[pt]}: x is each point's latent distance to that boundary "
+                    "(dashed line); hover a point for it and its input perturbation norm at this step.")
     seconds = time.perf_counter() - t0
     loaders.log.info("GCCS attack ready in %.3f s (%d samples, %d models, %d frames)", seconds, len(idx), len(panels),
                      n_frames)
@@ -111,6 +130,12 @@ def run(entries: list[ModelEntry], pool_view: LatentView, method: str) -> dict[s
             "flips": flips, "idx": idx, "y": y, "eps": eps, "n_frames": n_frames,
             "summary": summary, "method": method, "keys": [e.key for e in entries], "objective": objective,
             "attack": attack, "steps": steps}
+
+
+def plane_pair(target: int | None) -> tuple[int, int]:
+    """Classes of the decision plane: the sidebar's pair, with the attack's target as t when it has one."""
+    y, t = state.plane_pair()
+    return y, (t if target is None else target)
 
 
 def preview(entries: list[ModelEntry], pool_view: LatentView, method: str) -> Any | None:
@@ -124,8 +149,12 @@ def preview(entries: list[ModelEntry], pool_view: LatentView, method: str) -> An
     except ValueError:
         return None
     panels = []
+    target = int(st.session_state["target"]) if st.session_state.get("attack") == "pgd-targeted" else None
     for entry in entries:
-        view = loaders.get_view(entry, fit_method(method))
+        try:
+            view = loaders.view_for(entry, fit_method(method), pair=plane_pair(target))
+        except ValueError:  # e.g. a decision plane of one class with itself: the attack explains it when run
+            return None
         if not view.has(method):
             return None
         panels.append(preview_panel(view, method, idx, f"{entry.label} · {entry.loss}: {len(idx)} samples before the attack"))

@@ -9,7 +9,7 @@ shapes named ``Gaussian <class>``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -105,7 +105,7 @@ def prototype_traces(coords: np.ndarray, kind: str, class_names: Sequence[str], 
     return traces
 
 
-def latent_figure(view: dict[str, Any], method: str, title: str, height: int = 520,
+def latent_figure(view: Mapping[str, Any], method: str, title: str, height: int = 520,
                   selected: int | None = None, approximate: bool = False) -> go.Figure:
     """Latent space of one model in one projection: points per class, Gaussians, prototypes, selection."""
     coords = np.asarray(view[f"coords/{method}"])
@@ -149,6 +149,9 @@ def latent_figure(view: dict[str, Any], method: str, title: str, height: int = 5
             data.append({"type": "scatter", "x": [coords[selected, 0]], "y": [coords[selected, 1]], "mode": "markers",
                          "name": "selected", "hoverinfo": "skip", "showlegend": False,
                          "marker": {"size": 22, "color": "rgba(0,0,0,0)", "line": {"color": "black", "width": 3}}})
+    boundary = view.get(f"boundary/{method}")
+    if boundary is not None and not three_d:
+        data.append(boundary_trace(np.asarray(boundary)))
     note = " — approximate (UMAP)" if approximate else ""
     layout: dict[str, Any] = {
         "title": {"text": title + note}, "height": height, "margin": {"l": 10, "r": 10, "t": 50, "b": 10},
@@ -156,7 +159,16 @@ def latent_figure(view: dict[str, Any], method: str, title: str, height: int = 5
         "dragmode": "pan" if not three_d else "orbit", "uirevision": title}
     if not three_d and not approximate:
         layout["yaxis"] = {"scaleanchor": "x", "scaleratio": 1}
+    if boundary is not None:
+        layout["xaxis"] = {"title": {"text": "signed latent distance to the boundary"}}
+        layout["yaxis"] = {**layout.get("yaxis", {}), "title": {"text": "largest remaining spread"}}
     return _unvalidated_figure({"data": data, "layout": layout})
+
+
+def boundary_trace(segment: np.ndarray, xaxis: str = "x", yaxis: str = "y") -> dict[str, Any]:
+    """The decision boundary of a decision plane: the exact line it is there (dashed)."""
+    return {"type": "scatter", "x": segment[:, 0], "y": segment[:, 1], "mode": "lines", "name": "decision boundary",
+            "line": {"color": "black", "width": 2, "dash": "dash"}, "hoverinfo": "skip", "xaxis": xaxis, "yaxis": yaxis}
 
 
 def selected_position(point: dict[str, Any]) -> int | None:
@@ -232,8 +244,7 @@ def animation_figure(panels: Sequence[Panel], class_names: Sequence[str], frame_
             "marker": {"size": 10, "color": np.asarray(colour_cls, dtype=np.float32), "colorscale": scale, "cmin": 0,
                        "cmax": max(1, len(names) - 1),
                        "line": {"color": "black", "width": np.where(pred[t] == y, 0.8, 3.0).astype(np.float32)}},
-            "customdata": np.stack([y, pred[t]], 1).astype(np.int32),
-            "hovertemplate": "label %{customdata[0]} → predicted %{customdata[1]}<extra></extra>"})
+            **_moving_hover(p, t)})
         return out
 
     axes = []
@@ -249,6 +260,8 @@ def animation_figure(panels: Sequence[Panel], class_names: Sequence[str], frame_
         if p.ellipses is not None:
             shapes += ellipse_shapes(p.ellipses, names, xa, ya)
         data += prototype_traces(p.protos, p.kind, names, xa, ya)
+        if p.boundary is not None:
+            data.append({**boundary_trace(np.asarray(p.boundary), xa, ya), "name": f"boundary {col}", "showlegend": False})
         if trails and p.n_frames > 1:
             px, py = _paths(p.frames, 0, p.n_frames - 1)
             data.append({"type": "scatter", "x": px, "y": py, "mode": "lines", "name": f"paths {col}",
@@ -281,6 +294,18 @@ def animation_figure(panels: Sequence[Panel], class_names: Sequence[str], frame_
                   "steps": [{"label": lab, "method": "animate", "args": [[str(t)], still]}
                             for t, lab in enumerate(frame_labels)]}])
     return _unvalidated_figure({"data": data, "layout": layout, "frames": frames})
+
+
+def _moving_hover(p: Panel, t: int) -> dict[str, Any]:
+    """Hover of the moving points at frame ``t``: label and prediction, and in a decision plane the point's
+    latent distance to the boundary and its input perturbation norm at that step."""
+    if p.distance is None or p.perturbation is None:
+        return {"customdata": np.stack([p.y, p.pred[t]], 1).astype(np.int32),
+                "hovertemplate": "label %{customdata[0]} → predicted %{customdata[1]}<extra></extra>"}
+    custom = np.stack([p.y, p.pred[t], p.distance[t], p.perturbation[t]], 1).astype(np.float32)
+    return {"customdata": custom,
+            "hovertemplate": "label %{customdata[0]} → predicted %{customdata[1]}<br>latent distance to the boundary "
+                             "%{customdata[2]:.2f}<br>input perturbation %{customdata[3]:.3f}<extra></extra>"}
 
 
 def _unvalidated_figure(spec: dict[str, Any]) -> go.Figure:

@@ -22,7 +22,19 @@ from app.registry import ModelEntry
 from app.state import FAST
 from gccs_core.files import file_sha256
 from gccs_core.projection import LatentProjection
-from gccs_core.views import VIEW_SEED, LatentView, fit_method, load_view, projection_for_view, sample_indices, view_samples
+from gccs_core.views import (
+    DECISION_METHOD,
+    VIEW_SEED,
+    DecisionPlane,
+    LatentView,
+    decision_plane,
+    fit_method,
+    load_view,
+    projection_for_view,
+    sample_indices,
+    view_samples,
+    with_decision_plane,
+)
 
 WARM_UP_DELAY_S = float(os.environ.get("GCCS_APP_WARM_DELAY", "5"))
 """Seconds the warm-up waits after the first run, so the browser draws the first page undisturbed."""
@@ -145,6 +157,35 @@ def get_view(entry: ModelEntry, method: str = "simplex", n_components: int = 2) 
             return view
     methods = ("simplex", "pca", "lda") + (("umap",) if method == "umap" else ())
     return _compute_view(entry.key, entry.dataset, registry.mtime(entry.path), n_components, methods)
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def _head(key: str, mtime: float) -> tuple[np.ndarray, np.ndarray]:
+    from gccs_core.views import latent_head
+
+    return latent_head(get_model(_entry(key)))
+
+
+def _entry(key: str) -> ModelEntry:
+    entry = registry.find_model(key)
+    if entry is None:
+        raise ValueError(f"model {key!r} is no longer available; pick another one in the sidebar.")
+    return entry
+
+
+def get_plane(entry: ModelEntry, y: int, t: int) -> tuple[LatentView, DecisionPlane]:
+    """The decision plane of classes ``y`` and ``t`` for ``entry``, and its view with the plane as method ``decision``."""
+    view = get_view(entry, "simplex")
+    w, b = _head(entry.key, registry.mtime(entry.path))
+    plane = decision_plane(view.z, view.y, y, t, w, b, view.prototypes)
+    return with_decision_plane(view, plane), plane
+
+
+def view_for(entry: ModelEntry, method: str, n_components: int = 2, pair: tuple[int, int] = (3, 8)) -> LatentView:
+    """The view to draw ``method`` from: ``get_view``, or for the decision plane the view that holds it."""
+    if method == DECISION_METHOD:
+        return get_plane(entry, *pair)[0]
+    return get_view(entry, method, n_components)
 
 
 @st.cache_resource(max_entries=16, show_spinner=False)

@@ -18,7 +18,8 @@ import streamlit as st  # noqa: E402
 from app import loaders, registry, state  # noqa: E402
 from app.upload import upload_box  # noqa: E402
 
-METHOD_LABELS = {"simplex": "Simplex view (exact)", "pca": "PCA", "lda": "LDA", "umap": "UMAP (approximate)"}
+METHOD_LABELS = {"simplex": "Simplex view (exact)", "pca": "PCA", "lda": "LDA", "umap": "UMAP (approximate)",
+                 "decision": "Decision plane (exact, two classes)"}
 
 st.set_page_config(page_title="GCCS Explorer", page_icon=":material/hub:", layout="wide")
 state.state_from_url()
@@ -51,8 +52,13 @@ for side, default in (("left", left_default), ("right", right_default)):
         st.session_state[side] = default
 if st.session_state.get("method") not in METHOD_LABELS:
     st.session_state["method"] = "simplex"
-if st.session_state.get("dim") not in (2, 3):
+if st.session_state.get("dim") not in (2, 3) or st.session_state["method"] == "decision":
     st.session_state["dim"] = 2
+n_classes = registry.num_classes(st.session_state["dataset"])
+for key, default in (("plane_y", 3), ("plane_t", 8)):
+    if not 0 <= int(st.session_state.get(key, default)) < n_classes:
+        st.session_state[key] = 0 if key == "plane_y" else 1
+    st.session_state.setdefault(key, default)
 
 busy = state.busy()
 labels = {m.key: m.label for m in models}
@@ -66,7 +72,13 @@ with st.sidebar:
             st.selectbox("Right model", keys, key="right", format_func=labels.get, disabled=busy)
         st.radio("Projection", list(METHOD_LABELS), key="method", format_func=METHOD_LABELS.get,
                  disabled=busy, help="Simplex view, PCA and LDA are exact linear maps; UMAP is approximate.")
-        st.radio("Dimensions", [2, 3], key="dim", horizontal=True, disabled=busy, format_func=lambda d: f"{d}-D")
+        if st.session_state["method"] == "decision":
+            c_y, c_t = st.columns(2)
+            c_y.selectbox("True class y", list(range(n_classes)), key="plane_y", disabled=busy)
+            c_t.selectbox("Other class t", list(range(n_classes)), key="plane_t", disabled=busy,
+                          help="The plane holds the y-vs-t decision boundary exactly (a targeted attack uses its target).")
+        else:
+            st.radio("Dimensions", [2, 3], key="dim", horizontal=True, disabled=busy, format_func=lambda d: f"{d}-D")
         # The uploader is drawn only on request: the first page then loads fewer frontend components.
         if st.toggle("Upload a model", key="show_upload", disabled=busy):
             upload_box(disabled=busy)

@@ -44,6 +44,10 @@ def available_datasets() -> list[str]:
             if info.offline or all(p.exists() for p in torchvision_files(name, "test", root))]
 
 
+def num_classes(dataset: str) -> int:
+    return DATASETS[dataset].num_classes
+
+
 def mtime(path: str | None) -> float:
     """Modification time of ``path`` (0 if absent): part of every cache key, so a rewritten file is reloaded."""
     return os.path.getmtime(path) if path and os.path.exists(path) else 0.0

@@ -18,7 +18,7 @@ FAST = os.environ.get("GCCS_APP_FAST", "") == "1"
 URL_STATE: dict[str, type] = {
     "dataset": str, "left": str, "right": str, "method": str, "dim": int, "teacher": bool, "attack": str,
     "eps": float, "steps": int, "objective": str, "target": int, "samples": str, "sample_class": int,
-    "n_samples": int,
+    "n_samples": int, "plane_y": int, "plane_t": int,
 }
 """Session-state keys mirrored in the URL query string, with their types."""
 PERSISTENT_PREFIXES = ("tr_",)
@@ -73,6 +73,11 @@ def keep_state() -> None:
     for key in list(st.session_state.keys()):
         if key in URL_STATE or key.startswith(PERSISTENT_PREFIXES):
             st.session_state[key] = st.session_state[key]
+
+
+def plane_pair() -> tuple[int, int]:
+    """The decision plane's classes (true class y, other class t) chosen in the sidebar."""
+    return int(st.session_state.get("plane_y", 3)), int(st.session_state.get("plane_t", 8))
 
 
 def busy() -> bool:

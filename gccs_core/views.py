@@ -459,9 +459,10 @@ def preview_panel(view: LatentView, method: str, samples: np.ndarray, title: str
     """The chosen samples, clean, as a one-frame panel from the view's stored coordinates (no projection to fit)."""
     pos = view.positions(np.asarray(samples))
     coords = view.coords(method)
+    boundary = view.get(f"boundary/{method}")
     return Panel(title=title, frames=coords[pos][None], pred=view.pred[pos][None], y=view.y[pos],
                  protos=view.proto_coords(method), kind=view.prototype_kind, background=coords, background_y=view.y,
-                 ellipses=view.ellipses(method))
+                 ellipses=view.ellipses(method), boundary=None if boundary is None else np.asarray(boundary))
 
 
 def snapshot_panel(z: np.ndarray, pred: np.ndarray, y: np.ndarray, centers: np.ndarray | None, is_prototype: bool,
@@ -623,14 +624,16 @@ def perturbation_norms(x: np.ndarray, norm: str = "linf") -> np.ndarray:
 
 
 def decision_attack_panel(view: LatentView, plane: DecisionPlane, z: np.ndarray, pred: np.ndarray, y: np.ndarray, *,
-                          title: str, x: np.ndarray, norm: str = "linf", target: int | None = None, label: str = "",
-                          key: str = "") -> Panel:
+                          title: str, x: np.ndarray, norm: str = "linf", perturbation: np.ndarray | None = None,
+                          target: int | None = None, label: str = "", key: str = "") -> Panel:
     """An attack animation panel in the decision plane (``view`` from ``with_decision_plane``), with every
-    point's latent distance to the boundary and its input perturbation norm at every step."""
+    point's latent distance to the boundary and its input perturbation norm at every step (``perturbation``
+    (T, N) if already measured on full-precision inputs, else ``perturbation_norms(x, norm)``)."""
     hit = fooled(pred, y, target)
     m = DECISION_METHOD
+    kind = view.prototype_kind if plane.anchor_kind == "centres" else "class means"
     return Panel(title=title.format(fooled=int(hit[-1].sum()), n=len(y)), frames=plane.transform(z), pred=np.asarray(pred),
-                 y=np.asarray(y), protos=view.proto_coords(m), kind=plane.anchor_kind, background=view.coords(m),
+                 y=np.asarray(y), protos=view.proto_coords(m), kind=kind, background=view.coords(m),
                  background_y=view.y, ellipses=view.ellipses(m), x=x, label=label, key=key,
                  boundary=np.asarray(view[f"boundary/{m}"]), distance=plane.boundary_distance(z),
-                 perturbation=perturbation_norms(x, norm))
+                 perturbation=perturbation_norms(x, norm) if perturbation is None else np.asarray(perturbation))

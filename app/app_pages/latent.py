@@ -18,6 +18,12 @@ entries = [registry.find_model(st.session_state.get(side) or "") for side in ("l
 if not any(entries):
     st.warning(f"No model for {dataset} yet: train one on the Train page or upload a checkpoint in the sidebar.")
     st.stop()
+if method == "decision":
+    py, pt = state.plane_pair()
+    st.caption(f"Decision plane of classes {py} and {pt}: an exact linear map whose horizontal axis is the normal of the "
+               f"model's {py}-vs-{pt} decision boundary, so a point's x is its exact latent distance to that boundary "
+               "(dashed line, x = 0); the vertical axis is the largest remaining spread. Stars: the two classes' centres, "
+               "or their class means for a model without centres; ellipses: their 1σ and 2σ contours.")
 if method == "umap":
     st.info("UMAP is approximate: distances and attack paths are not preserved. Use the simplex view for exact geometry.")
 
@@ -31,7 +37,7 @@ for col, side, entry in zip(cols, ("left", "right"), entries):
             continue
         try:
             with st.spinner("Fitting UMAP (the first fit compiles for a while)…" if method == "umap" else "Embedding…"):
-                view = loaders.get_view(entry, method, dim)
+                view = loaders.view_for(entry, method, dim, state.plane_pair())
         except (ValueError, RuntimeError, OSError, ImportError) as err:
             state.show_error(err, f"Cannot project {entry.label}")
             views.append(None)
