@@ -17,15 +17,13 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
+from app_server import launch_browser, rss_mb, start_server, stop_server, wait_script_idle  # bench/app_server.py
 
-from app_server import launch_browser, rss_mb, start_server, stop_server, wait_script_idle  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 BARE_APP = '''
 import numpy as np

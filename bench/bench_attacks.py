@@ -22,18 +22,17 @@ import json
 import os
 import platform
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from gccs_core.attacks import run_attack
+from gccs_core.checkpoint import load_model
+from gccs_core.data import load_dataset
+from gccs_core.evaluate import evaluate_checkpoint
 
-from gccs_core import load_dataset, load_model  # noqa: E402
-from gccs_core.attacks import run_attack  # noqa: E402
-from gccs_core.evaluate import evaluate_checkpoint  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 PGD_TARGET_S = 2.0
 SUITE_TARGET_S = 300.0

@@ -27,10 +27,10 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from gccs_core.files import file_sha256
+from gccs_core.report import load_report
 
-from gccs_core.evaluate import file_sha256, load_report  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 PY = sys.executable
 EPS = "0.05,0.1,0.2,0.3"
@@ -256,7 +256,7 @@ def write_docs() -> dict:
 def merge_parts(folder: Path) -> None:
     """Merge per-eps reports ``<model>-eps<e>.json`` (one process per eps, run in parallel when the
     machine is short of time) into ``pretrained/robustness/<model>.json``; see ``merge_reports``."""
-    from gccs_core.evaluate import merge_reports, save_report
+    from gccs_core.report import merge_reports, save_report
 
     for name in PLAIN + AT:
         parts = sorted(folder.glob(f"{name}-eps*.json"))
