@@ -13,7 +13,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from gccs_core.data import DATASETS, default_data_root, torchvision_files
+from gccs_core.data import DATASETS, dataset_info, default_data_root, torchvision_files
 from gccs_core.files import read_checkpoint_header
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -38,14 +38,16 @@ def session_models_dir() -> Path:
 
 
 def available_datasets() -> list[str]:
-    """Offline datasets always; torchvision datasets only when their test files are on disk."""
+    """Offline datasets always; torchvision datasets only when their test files are on disk; then this
+    session's uploaded NPZ files (their paths, see ``app.upload.register_npz_upload``)."""
     root = default_data_root()
-    return [name for name, info in DATASETS.items()
-            if info.offline or all(p.exists() for p in torchvision_files(name, "test", root))]
+    names = [name for name, info in DATASETS.items()
+             if info.offline or all(p.exists() for p in torchvision_files(name, "test", root))]
+    return names + [p for p in st.session_state.get("uploaded_datasets", []) if os.path.exists(p)]
 
 
 def num_classes(dataset: str) -> int:
-    return DATASETS[dataset].num_classes
+    return dataset_info(dataset).num_classes  # an NPZ path too
 
 
 def mtime(path: str | None) -> float:

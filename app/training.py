@@ -3,6 +3,7 @@ progress callback and ``gccs_core.snapshots.LatentSnapshots``; the epochs animat
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from typing import Any
@@ -46,7 +47,8 @@ def config_from_state() -> dict[str, Any]:
         cfg["epochs"] = min(cfg["epochs"], 2)
     TrainConfig(**cfg)  # raises with a clear message
     name = re.sub(r"[^A-Za-z0-9_.-]+", "-", st.session_state["tr_name"].strip())[:40].strip("-.")
-    return {"config": cfg, "name": name or f"{cfg['dataset']}-{loss}"}
+    stem = os.path.splitext(os.path.basename(cfg["dataset"]))[0]  # an uploaded NPZ's dataset name is its path
+    return {"config": cfg, "name": name or f"{stem}-{loss}"}
 
 
 def _unique_dir(name: str) -> Any:

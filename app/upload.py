@@ -15,7 +15,8 @@ MAX_WEIGHTS_MB = 100
 OWN_ARCHS = ("torchvision:resnet18", "torchvision:resnet34", "torchvision:resnet50", "torchvision:mobilenet_v3_small",
              "torchvision:vgg11", "gccs:mlp", "gccs:cnn", "gccs:resnet18")
 """Architectures offered for an own network (a static list: listing torchvision's would import torch)."""
-KINDS = ("Checkpoint of this library", "Your own network (architecture + weights)")
+MAX_DATA_MB = 50
+KINDS = ("Checkpoint of this library", "Your own network (architecture + weights)", "Your own data (NPZ)")
 
 
 def register_upload(name: str, data: bytes) -> ModelEntry:
@@ -100,10 +101,66 @@ def _own_network_box(disabled: bool) -> None:
     st.rerun()
 
 
+def register_npz_upload(name: str, data: bytes) -> str:
+    """Save an NPZ dataset into this session's folder, check it in full, and offer it; returns its dataset name (path).
+
+    A file that fails any check (``gccs_core.npz``: pickled arrays, shapes, dtypes, NaN, labels, split) is
+    deleted and never offered. Raises ``ValueError`` (``NPZError`` included) with a message fit for the user.
+    """
+    from gccs_core.data import dataset_info, load_dataset
+    from gccs_core.files import atomic_write_bytes
+
+    if len(data) > MAX_DATA_MB * 1024 * 1024:
+        raise ValueError(f"the file is {len(data) / 2**20:.1f} MB; the limit is {MAX_DATA_MB} MB.")
+    sha = hashlib.sha256(data).hexdigest()[:12]
+    stem = "".join(c if c.isalnum() or c in "-_" else "-" for c in name.rsplit(".", 1)[0])[:40] or "data"
+    path = registry.session_models_dir() / "data" / f"{stem}-{sha[:6]}.npz"
+    atomic_write_bytes(path, data)
+    try:
+        dataset_info(str(path))
+        for split in ("train", "test"):
+            load_dataset(str(path), split)
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    uploaded = st.session_state.setdefault("uploaded_datasets", [])
+    if str(path) not in uploaded:
+        uploaded.append(str(path))
+    return str(path)
+
+
+def _npz_box(disabled: bool) -> None:
+    st.caption(f"An .npz with x (N, C, H, W) or (N, H, W), uint8 or float in [0, 1], y integer labels, optional "
+               f"class_names and split; at most {MAX_DATA_MB} MB. Then train a model on it on the Train page.")
+    up = st.file_uploader("Data", type=["npz"], key="upload_data", disabled=disabled, max_upload_size=MAX_DATA_MB)
+    if up is None:
+        return
+    marker = (up.name, up.size, up.file_id)
+    if st.session_state.get("_upload_seen") == marker:
+        if st.session_state.get("_upload_error"):
+            st.error(st.session_state["_upload_error"])
+        return
+    st.session_state["_upload_seen"] = marker
+    st.session_state["_upload_error"] = None
+    try:
+        dataset = register_npz_upload(up.name, up.getvalue())
+    except (ValueError, OSError) as err:  # NPZError is a ValueError
+        st.session_state["_upload_error"] = f"Could not use {up.name}: {err}"
+        st.error(st.session_state["_upload_error"])
+        return
+    st.success(f"Loaded {up.name}; it is in the dataset lists now (train a model on it on the Train page).")
+    state.set_pending(dataset=dataset, tr_dataset=dataset)
+    st.rerun()
+
+
 def upload_box(disabled: bool = False) -> None:
     """The sidebar uploader: a bad file gets one clear message, never a traceback."""
-    if st.radio("Upload", KINDS, key="upload_kind", disabled=disabled, label_visibility="collapsed") == KINDS[1]:
+    kind = st.radio("Upload", KINDS, key="upload_kind", disabled=disabled, label_visibility="collapsed")
+    if kind == KINDS[1]:
         _own_network_box(disabled)
+        return
+    if kind == KINDS[2]:
+        _npz_box(disabled)
         return
     st.caption(f"A checkpoint saved by this library (.safetensors, at most {MAX_UPLOAD_MB} MB). "
                "It stays in this browser session.")

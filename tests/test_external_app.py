@@ -128,3 +128,68 @@ def test_uploaded_network_is_drawn_on_the_latent_and_attack_pages(app_env, own_w
     at.switch_page("app_pages/attack.py").run()
     assert not at.exception and not errors(at)
     assert specs(at)
+
+
+# -- your own data (NPZ) ----------------------------------------------------------------------------------
+
+
+def _npz_box():
+    from streamlit.testing.v1 import AppTest
+
+    from app.upload import KINDS
+
+    at = AppTest.from_function(_upload_script, default_timeout=60)
+    at.run()
+    at.radio(key="upload_kind").set_value(KINDS[2]).run()
+    return at
+
+
+def test_every_hostile_npz_gets_one_message_and_is_never_offered(app_env, tmp_path):
+    from test_npz import hostile_npz
+
+    sentinel = tmp_path / "pwned"
+    files = hostile_npz(sentinel)
+    assert len(files) >= 100
+    at = _npz_box()
+    wrong = []
+    for name, data, _ in files:
+        at.file_uploader(key="upload_data").set_value((name, data, "application/octet-stream")).run()
+        shown = errors(at)
+        offered = at.session_state["uploaded_datasets"] if "uploaded_datasets" in at.session_state else []
+        if at.exception or len(shown) != 1 or not shown[0].startswith(f"Could not use {name}: ") or offered:
+            wrong.append((name, [e.value for e in at.exception], shown, offered))
+    assert not sentinel.exists(), "a payload ran"
+    assert wrong == []
+    assert not list(Path(os.environ["GCCS_USER_MODELS"]).rglob("*.npz"))  # refused files are deleted
+
+
+def test_uploaded_npz_trains_in_the_app_and_its_model_is_drawn(app_env):
+    import io
+
+    import numpy as np
+    from sklearn.datasets import load_digits
+
+    from app.upload import KINDS
+
+    b = load_digits()
+    buf = io.BytesIO()
+    np.savez(buf, x=(b.images[:400] / 16 * 255).astype(np.uint8), y=b.target[:400],
+             class_names=np.array([f"digit {i}" for i in range(10)]))
+    at = run_app()
+    at.toggle(key="show_upload").set_value(True).run()
+    at.radio(key="upload_kind").set_value(KINDS[2]).run()
+    at.file_uploader(key="upload_data").set_value(("my digits.npz", buf.getvalue(), None)).run()
+    assert not at.exception and not errors(at)
+    dataset = at.session_state["dataset"]
+    assert dataset.endswith(".npz") and Path(dataset).name.startswith("my-digits-")
+    assert dataset in at.selectbox(key="dataset").options
+    at.switch_page("app_pages/train.py").run()
+    assert at.session_state["tr_dataset"] == dataset
+    at.text_input(key="tr_name").set_value("npz gccs")
+    at.button(key="train_start").click().run()
+    assert not at.exception and not errors(at), errors(at)
+    assert any("Saved **npz-gccs**" in s.value for s in at.success)
+    assert any(o.startswith("npz-gccs") for o in at.selectbox(key="left").options)
+    at.switch_page("app_pages/latent.py").run()
+    assert not at.exception and not errors(at)
+    assert any("simplex vertices" in names(s) for s in specs(at))
