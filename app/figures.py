@@ -360,3 +360,10 @@ def perturbation_image(delta: np.ndarray, eps: float, size: int = 112) -> np.nda
     """Perturbation shown amplified: 0.5 + delta / (2 eps), so the whole eps-ball spans black to white."""
     scale = max(float(eps), 1e-8)
     return upscale(np.clip(0.5 + np.asarray(delta) / (2.0 * scale), 0.0, 1.0), size)
+
+
+def figure_html(fig: go.Figure, title: str) -> str:
+    """A figure (animation included) as one self-contained HTML page: plotly.js embedded, works offline."""
+    return fig.to_html(include_plotlyjs=True, include_mathjax=False, full_html=True, auto_play=False,
+                       config={"displaylogo": False}, default_width="100%", div_id="gccs-figure").replace(
+        "<head>", f"<head><meta charset='utf-8'><title>{title}</title>", 1)

@@ -19,6 +19,7 @@ is never drawn at the projection of the origin.
 
 from __future__ import annotations
 
+import csv
 import io
 import math
 import os
@@ -637,3 +638,63 @@ def decision_attack_panel(view: LatentView, plane: DecisionPlane, z: np.ndarray,
                  background_y=view.y, ellipses=view.ellipses(m), x=x, label=label, key=key,
                  boundary=np.asarray(view[f"boundary/{m}"]), distance=plane.boundary_distance(z),
                  perturbation=perturbation_norms(x, norm) if perturbation is None else np.asarray(perturbation))
+
+
+# -- export tables ---------------------------------------------------------------------------------------
+
+
+def view_table(view: LatentView, method: str) -> dict[str, np.ndarray]:
+    """Columns of a latent plot, one row per sample: dataset index, label, prediction and the plot coordinates."""
+    coords = view.coords(method)
+    table = {"sample": view.idx, "label": view.y, "pred": view.pred}
+    table.update({f"coord_{i}": coords[:, i] for i in range(coords.shape[1])})
+    return table
+
+
+def panels_table(panels: Sequence[Panel], samples: np.ndarray) -> dict[str, np.ndarray]:
+    """Columns of an animation, one row per panel, frame and point: the trajectories in plot coordinates.
+
+    ``samples`` (N,) are the dataset indices of the points; a decision-plane panel adds the latent distance to
+    the boundary and the input perturbation norm. Refuses an empty animation (nothing to export).
+    """
+    samples = np.asarray(samples)
+    if not panels or len(samples) == 0:
+        raise ValueError("nothing to export: the animation has no points.")
+    cols: dict[str, list[np.ndarray]] = {}
+    extra = all(p.distance is not None and p.perturbation is not None for p in panels)
+    for p in panels:
+        t, n = p.frames.shape[:2]
+        if n != len(samples):
+            raise ValueError(f"panel {p.title!r} has {n} points but {len(samples)} samples were given.")
+        part = {"model": np.full(t * n, p.label or p.title), "step": np.repeat(np.arange(t), n),
+                "sample": np.tile(samples, t), "label": np.tile(p.y, t), "pred": p.pred.reshape(-1),
+                "x": p.frames[..., 0].reshape(-1), "y": p.frames[..., 1].reshape(-1)}
+        if extra:
+            part["boundary_distance"] = p.distance.reshape(-1)
+            part["perturbation"] = p.perturbation.reshape(-1)
+        for key, value in part.items():
+            cols.setdefault(key, []).append(np.asarray(value))
+    return {key: np.concatenate(parts) for key, parts in cols.items()}
+
+
+def table_csv(table: Mapping[str, np.ndarray]) -> str:
+    """A table of equal-length columns as CSV text (header row first; floats with 6 significant digits)."""
+    names = list(table)
+    lengths = {len(table[k]) for k in names}
+    if len(lengths) != 1:
+        raise ValueError(f"columns of different lengths {sorted(lengths)}: not a table.")
+
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(names)
+    cells = [[f"{float(v):.6g}" if np.issubdtype(np.asarray(table[k]).dtype, np.floating) else str(v) for v in table[k]]
+             for k in names]
+    writer.writerows(zip(*cells))
+    return buf.getvalue()
+
+
+def table_npz(table: Mapping[str, np.ndarray]) -> bytes:
+    """A table as ``.npz`` bytes (one array per column, no pickle: strings stored as unicode arrays)."""
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **{k: np.asarray(v) for k, v in table.items()})
+    return buf.getvalue()

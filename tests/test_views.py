@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import subprocess
 import sys
 from pathlib import Path
@@ -24,13 +26,17 @@ from gccs_core.views import (
     fooled,
     latent_view,
     load_view,
+    panels_table,
     preview_panel,
     project_prototypes,
     projection_for_view,
     sample_indices,
     save_view,
     snapshot_panel,
+    table_csv,
+    table_npz,
     view_samples,
+    view_table,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -199,3 +205,31 @@ def test_shipped_projections_match_the_shipped_checkpoints():
         labels = load_dataset(dataset, "test").y.numpy()
         np.testing.assert_array_equal(view.idx, sample_indices(labels, view_samples(dataset), VIEW_SEED))
         assert {"simplex", "pca", "lda"} <= set(view.methods) and view.ellipses("simplex") is not None
+
+
+def test_exported_tables_hold_the_plotted_numbers(digits_gccs_model):
+    data = load_dataset("digits", "test")
+    view = latent_view(digits_gccs_model, data, methods=("simplex",), n_samples=30)
+    table = view_table(view, "simplex")
+    rows = list(csv.reader(io.StringIO(table_csv(table))))
+    assert rows[0] == ["sample", "label", "pred", "coord_0", "coord_1"] and len(rows) == 31
+    got = np.array([[float(v) for v in r] for r in rows[1:]])
+    np.testing.assert_array_equal(got[:, 0], view.idx)
+    np.testing.assert_allclose(got[:, 3:], view.coords("simplex"), rtol=1e-5, atol=1e-5)
+    proj = projection_for_view(view, "simplex")
+    z = np.stack([view.z[:4], view.z[:4] * 0.9, view.z[:4] * 0.8]).astype(np.float64)
+    pred = np.stack([view.pred[:4]] * 3)
+    panels = [attack_panel(view, proj, "simplex", z, pred, view.y[:4], title=name, label=name) for name in ("a, 1", "b")]
+    anim = panels_table(panels, view.idx[:4])
+    assert len(anim["x"]) == 2 * 3 * 4 and set(anim["model"]) == {"a, 1", "b"}
+    np.testing.assert_allclose(anim["x"][:4], panels[0].frames[0, :, 0])
+    np.testing.assert_array_equal(anim["step"][:8], [0] * 4 + [1] * 4)
+    rows = list(csv.reader(io.StringIO(table_csv(anim))))
+    assert rows[1][0] == "a, 1" and len(rows) == 25  # a comma inside a name stays one cell
+    with np.load(io.BytesIO(table_npz(anim)), allow_pickle=False) as back:
+        np.testing.assert_array_equal(back["sample"], anim["sample"])
+        assert list(back["model"][:1]) == ["a, 1"]
+    with pytest.raises(ValueError, match="nothing to export"):
+        panels_table(panels, np.array([], dtype=int))
+    with pytest.raises(ValueError, match="has 4 points but 3 samples"):
+        panels_table(panels, view.idx[:3])

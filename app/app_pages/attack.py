@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app import attacking, figures, loaders, registry, state
+from app import attacking, exports, figures, loaders, registry, state
+from gccs_core.views import panels_table
 
 dataset, method = st.session_state["dataset"], st.session_state["method"]
 st.title("Attack")
@@ -54,6 +55,8 @@ if out["method"] != method or out["keys"] != [e.key for e in entries]:
 
 st.caption(out["summary"] + f" Computed in {out['seconds']:.2f} s.")
 st.plotly_chart(out["figure"], key="attack_anim", width="stretch", config={"displaylogo": False})
+exports.download_row("dl_attack", out["figure"], lambda: panels_table(out["panels"], out["idx"]),
+                     f"attack-{out['attack']}-eps{out['eps']:g}-{out['method']}")
 if out["method"] == "umap":
     st.caption("UMAP positions of attacked points are approximate (placed among the clean points they resemble).")
 

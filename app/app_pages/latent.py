@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from app import figures, loaders, registry, state
+from app import exports, figures, loaders, registry, state
+from gccs_core.views import view_table
 
 dataset, method, dim = st.session_state["dataset"], st.session_state["method"], int(st.session_state["dim"])
 st.title("Latent space")
@@ -51,6 +52,8 @@ for col, side, entry in zip(cols, ("left", "right"), entries):
                                     approximate=method == "umap")
         event = st.plotly_chart(fig, key=f"latent_{side}", on_select="rerun", selection_mode=("points", "box", "lasso"),
                                 width="stretch", config={"displaylogo": False})
+        exports.download_row(f"dl_latent_{side}", fig, lambda v=view, m=method: view_table(v, m),
+                             f"{entry.name}-{method}-{dim}d")
         points = (event or {}).get("selection", {}).get("points", []) if event else []
         picked = [int(view["idx"][pos]) for pos in (figures.selected_position(p) for p in points) if pos is not None]
         if picked and picked != st.session_state.get(f"_last_pick_{side}"):

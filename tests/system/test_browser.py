@@ -116,6 +116,50 @@ def test_attack_animation_plays(page, server):
     assert not page.page_errors, page.page_errors
 
 
+def test_attack_animation_downloads_as_offline_html_and_csv(page, server, tmp_path):
+    """The "Download HTML" file is standalone: plotly inside, no network request when opened, the animation plays."""
+    open_page(page, f"{server}/attack?n_samples=8&steps=5&eps=0.2&attack=pgd&samples=one%20class&sample_class=3"
+                    "&method=decision&plane_y=3&plane_t=8")
+    page.locator(".st-key-run_attack button").click()
+    page.locator(".st-key-attack_anim .js-plotly-plot").wait_for(timeout=60_000)
+    wait_script_idle(page)
+    with page.expect_download(timeout=60_000) as info:
+        page.locator(".st-key-dl_attack_html button").first.click()
+    html = tmp_path / "attack.html"
+    info.value.save_as(html)
+    text = html.read_text()
+    assert "Plotly" in text and "<script src=" not in text and len(text) > 1_000_000  # plotly.js embedded
+    with page.expect_download(timeout=60_000) as info:
+        page.locator(".st-key-dl_attack_csv button").first.click()
+    csv_file = tmp_path / "attack.csv"
+    info.value.save_as(csv_file)
+    rows = csv_file.read_text().splitlines()
+    assert rows[0] == "model,step,sample,label,pred,x,y,boundary_distance,perturbation"
+    assert len(rows) == 1 + 2 * 6 * 8  # two models, clean + 5 steps, 8 samples
+    wait_script_idle(page)
+    assert_clean(page)
+    # open the file offline: every request other than the file itself is recorded and refused
+    context = page.context.browser.new_context()
+    requests: list[str] = []
+
+    def refuse(route):  # type: ignore[no-untyped-def]
+        requests.append(route.request.url)
+        route.abort()
+
+    context.route("http*://**/*", refuse)
+    offline = context.new_page()
+    offline.goto(html.as_uri())
+    plot = offline.locator(".js-plotly-plot")
+    plot.wait_for(timeout=30_000)
+    assert plot.evaluate("el => el._transitionData._frames.length") == 6
+    names = plot.evaluate("el => el._fullData.map(t => t.name)")
+    assert {"moving 1", "moving 2", "boundary 1"} <= set(names)
+    plot.locator("g.updatemenu-button").filter(has_text="Play").click()
+    offline.wait_for_timeout(1500)
+    assert not requests, requests
+    context.close()
+
+
 def test_train_a_tiny_model(page, server):
     open_page(page, f"{server}/train")
     epochs = page.locator(".st-key-tr_epochs input")
