@@ -131,7 +131,11 @@ def collect(cfg: StudyConfig, jobs: list[Job], results: dict[str, dict[str, Any]
             })
     diag = {m["name"]: _merge_extras(extras, mkey) for mkey, m in models.items()}
     summary = summarise(cfg, models, per_example, rows, diag)
-    return {"models": models, "rows": rows, "per_example": per_example, "summary": summary, "diagnostics": diag}
+    planned = sorted({j.params["arm"] for j in jobs if j.kind == "train"})
+    readings = sorted({j.params["reading"] for j in jobs if j.kind == "train"})
+    return {"models": models, "rows": rows, "per_example": per_example, "summary": summary, "diagnostics": diag,
+            "planned": {"configurations": planned, "readings": readings,
+                        "models": sum(1 for j in jobs if j.kind == "train")}}
 
 
 def _bits(a: np.ndarray) -> str:
