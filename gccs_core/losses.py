@@ -257,11 +257,9 @@ def _kl_and_gradient(z: torch.Tensor, y: torch.Tensor, mu: torch.Tensor, var: fl
     denom = (counts - 1).clamp(min=1)
     c = (1.0 - rho) / denom  # S^_k = c_k X_k^T X_k + a_k I, X_k the centred rows of class k
     inv = solved = trinv = None
-    small = False
     if k * d**3 + n_total * d * d <= n_total**3 + n_total * n_total * d:
         # d x d route: every class's scatter matrix from one matmul, one batched Cholesky (and inverse).
-        small = n_total * d * d <= 1 << 22  # N d^2 floats are cheap to hold: outer products, gathered (d, d) blocks
-        if small:
+        if n_total * d * d <= 1 << 22:  # N d^2 floats are cheap to hold: outer products
             outer = (centred[:, :, None] * centred[:, None, :]).reshape(n_total, d * d)
             scatter = (onehot.T @ outer).reshape(k, d, d)  # X_k^T X_k
         else:
@@ -305,11 +303,9 @@ def _kl_and_gradient(z: torch.Tensor, y: torch.Tensor, mu: torch.Tensor, var: fl
     scale = counts / (n_total * denom)
     if inv is not None:
         gk = (beta[:, None, None] * torch.eye(d, dtype=z.dtype, device=z.device) - (1.0 - rho) * inv) * scale[:, None, None]
-        if small:
-            kl_grad = (centred[:, None, :] @ gk[y])[:, 0]
-        else:
-            per_class = (centred @ gk.swapaxes(0, 1).reshape(d, k * d)).reshape(n_total, k, d)
-            kl_grad = (per_class * onehot[:, :, None]).sum(1)
+        # every row times every class's G_k in one matmul, then each row's own class picked out
+        per_class = (centred @ gk.swapaxes(0, 1).reshape(d, k * d)).view(n_total, k, d)
+        kl_grad = per_class.gather(1, y[:, None, None].expand(n_total, 1, d)).squeeze(1)
     else:
         kl_grad = scale[y][:, None] * (beta[y][:, None] * centred - (1.0 - rho) * solved)
     kl_grad = kl_grad + diff[y] * (1.0 / (n_total * var))
