@@ -71,7 +71,7 @@ def test_quick_run_end_to_end(tmp_path):
         path = out / "pretrained" / m["file"]
         assert sha256_file(path) == m["sha256"]
         load_model(path)
-    md = (out / "study.md").read_text()
+    md = (tmp_path / "study.md").read_text()  # next to its results folder, as docs/study.md is
     assert "## Conclusion" in md and "Weight-decay selection" in md and "AT arm" in md
     rerun = subprocess.run([sys.executable, "-m", "gccs_core.study", "run", "--quick", "--out", str(out)], cwd=ROOT,
                            capture_output=True, text=True, timeout=300)

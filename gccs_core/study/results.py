@@ -240,7 +240,7 @@ def _paired_same(per_example: dict[str, Any], models: list[dict[str, Any]], p1: 
 
 def write_outputs(cfg: StudyConfig, jobs: list[Job], stored: dict[str, dict[str, Any]], work: Path, out: Path,
                   pretrained: Path | None, command: str) -> dict[str, Any]:
-    """Write results.json, per_example.json, the pretrained manifest and study.md (all atomically)."""
+    """Write results.json, per_example.json, the pretrained manifest and ``<out>.md`` (all atomically)."""
     from .report import render
 
     results = {k: v["result"] for k, v in stored.items()}
@@ -259,8 +259,13 @@ def write_outputs(cfg: StudyConfig, jobs: list[Job], stored: dict[str, dict[str,
              "study_command": command, "config": m["config"]} for m in sorted(seed0, key=lambda m: m["arm"])]})
     from .store import atomic_write_text
 
-    atomic_write_text(out / "study.md", render(cfg, data, progress, command))
+    atomic_write_text(doc_path(out), render(cfg, data, progress, command))
     return data
+
+
+def doc_path(out: Path) -> Path:
+    """The generated page sits next to its results folder: docs/study -> docs/study.md."""
+    return out.parent / f"{out.name}.md"
 
 
 def progress_summary(jobs: list[Job], stored: dict[str, dict[str, Any]]) -> dict[str, Any]:
