@@ -30,7 +30,6 @@ import json
 import os
 import platform
 import statistics
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -38,14 +37,13 @@ from typing import Any
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from gccs_core import TrainConfig, build_model, load_dataset, load_model
+from gccs_core.attacks import run_attack
+from gccs_core.attacks.art import art_pgd
+from gccs_core.files import atomic_write_text
+from gccs_core.train import make_optimizer
 
-from gccs_core import TrainConfig, build_model, load_dataset, load_model  # noqa: E402
-from gccs_core.attacks import run_attack  # noqa: E402
-from gccs_core.attacks.art import art_pgd  # noqa: E402
-from gccs_core.files import atomic_write_text  # noqa: E402
-from gccs_core.train import make_optimizer  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 EPS, STEPS = 0.1, 20
 ATTACK_MODEL = ROOT / "pretrained" / "mnist5k-ce.safetensors"

@@ -253,7 +253,7 @@ def _kl_and_gradient(z: torch.Tensor, y: torch.Tensor, mu: torch.Tensor, var: fl
     onehot = _onehot(y, k, z.dtype)
     counts = onehot.sum(0)
     means = onehot.T @ z / counts.clamp(min=1)[:, None]
-    centred = z - means[y]  # exactly 0 for a class with one sample
+    centred = z - onehot @ means  # exactly 0 for a class with one sample; a matmul gathers faster than indexing
     denom = (counts - 1).clamp(min=1)
     c = (1.0 - rho) / denom  # S^_k = c_k X_k^T X_k + a_k I, X_k the centred rows of class k
     inv = solved = trinv = None
@@ -292,7 +292,7 @@ def _kl_and_gradient(z: torch.Tensor, y: torch.Tensor, mu: torch.Tensor, var: fl
     kl_full = 0.5 * ((trace + d * eps) / var + mean_term - d + d * math.log(var) - logdet)
     # A class with one sample has no covariance estimate: only its mean term counts.
     kl = (counts * torch.where(counts >= 2, kl_full, 0.5 * mean_term)).sum() / n_total
-    offset = z - mu[y]
+    offset = z - onehot @ mu
     pull = (offset * offset).sum() * (lam / (2.0 * var * n_total))
     if not need_grad:
         return kl, pull, None, None
@@ -308,7 +308,7 @@ def _kl_and_gradient(z: torch.Tensor, y: torch.Tensor, mu: torch.Tensor, var: fl
         kl_grad = per_class.gather(1, y[:, None, None].expand(n_total, 1, d)).squeeze(1)
     else:
         kl_grad = scale[y][:, None] * (beta[y][:, None] * centred - (1.0 - rho) * solved)
-    kl_grad = kl_grad + diff[y] * (1.0 / (n_total * var))
+    kl_grad = kl_grad + onehot @ (diff * (1.0 / (n_total * var)))
     return kl, pull, kl_grad, offset * (lam / (n_total * var))
 
 

@@ -154,7 +154,7 @@ def test_center_loss_adds_the_centre_term_to_cross_entropy():
     z, y = torch.randn(6, 2), torch.tensor([0, 1, 2, 0, 1, 2])
     total = float(loss(z, y).detach())
     ce = float(torch.nn.functional.cross_entropy(loss.head(z), y).detach())
-    centre = 0.25 * float((z - loss.centers[y]).pow(2).sum(1).mean())
+    centre = 0.25 * float((z - loss.centers[y]).pow(2).sum(1).mean().detach())
     assert total == pytest.approx(ce + centre, rel=1e-5)
 
 
