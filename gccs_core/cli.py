@@ -309,10 +309,7 @@ def _add_attack(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_attack(a: argparse.Namespace) -> int:
-    import torch
-    from safetensors.torch import save_file
-
-    from .attacks import run_attack
+    from .attacks import run_attack, save_attack
     from .checkpoint import load_model_with_metadata
     from .data import load_dataset
     from .train import resolve_device
@@ -325,21 +322,15 @@ def cmd_attack(a: argparse.Namespace) -> int:
     res = run_attack(model, ds.x, ds.y, a.attack, eps=a.eps, steps=a.steps, norm=a.norm, objective=a.objective,
                      target=a.target, step_size=a.step_size, restarts=a.restarts, record=a.save is not None, seed=a.seed,
                      amp=a.amp)
-    delta = (res.x_adv - ds.x).flatten(1)
+    l2, linf = res.perturbation(ds.x)
     clean = float((model.predict(ds.x.to(device)).cpu() == ds.y).float().mean())
     kind = f"targeted to class {a.target}" if a.target is not None else "untargeted"
     print(f"{a.attack} ({kind}, {a.norm} eps={a.eps:g}, objective={a.objective}) on {len(ds)} {ds.name} {a.split} examples")
     print(f"clean accuracy {clean:.4f}  adversarial accuracy {float((res.pred == ds.y).float().mean()):.4f}  "
           f"success rate {float(res.success.float().mean()):.4f}")
-    print(f"perturbation: median L2 {float(delta.norm(dim=1).median()):.4f}  max L-inf {float(delta.abs().amax()):.4f}")
+    print(f"perturbation: median L2 {float(l2.median()):.4f}  max L-inf {float(linf.max()):.4f}")
     if a.save:
-        tensors = {"x": ds.x, "y": ds.y, "x_adv": res.x_adv, "pred": res.pred, "success": res.success.to(torch.uint8)}
-        if res.trajectory is not None:
-            tr = res.trajectory
-            tensors.update({"traj_x": tr.x, "traj_z": tr.z, "traj_scores": tr.scores, "traj_pred": tr.pred,
-                            "traj_steps": torch.tensor(tr.steps)})
-        save_file({k: v.contiguous() for k, v in tensors.items()}, a.save)
-        print(f"saved to {a.save}")
+        print(f"saved to {save_attack(a.save, ds.x, ds.y, res)}")
     return 0
 
 

@@ -393,7 +393,7 @@ def _train(
             loss, scores = model.head(z, yb), model.head.scores(z)  # loss in float32 (GCCS statistics in float64)
             if not torch.isfinite(loss):
                 raise TrainingDiverged(
-                    f"loss became {float(loss)} at epoch {epoch + 1}, step {step + 1} (lr={lr:.3g}); "
+                    f"loss became {float(loss.detach())} at epoch {epoch + 1}, step {step + 1} (lr={lr:.3g}); "
                     f"the last good checkpoint is kept{f' in {out}' if out else ''}. Lower the learning rate "
                     f"or check the loss parameters ({config.loss_params})."
                 )

@@ -14,10 +14,13 @@ robustness evaluation uses too. The package is layered so that nothing imports u
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 
+from ..files import atomic_write_bytes
 from ..models import LatentClassifier, eval_mode, model_device
 from ..validation import check_labels
 from .art import APGD_STEP_FACTOR, SQUARE_P_INIT, art_attack
@@ -53,7 +56,7 @@ __all__ = [
     "AMP", "APGD_STEP_FACTOR", "ART_ATTACKS", "ATTACKS", "ATTACK_NAMES", "MIM_DECAY", "MIN_PERTURBATION_ATTACKS",
     "NATIVE_ATTACKS", "NORMS", "OBJECTIVES", "SQUARE_P_INIT", "STEP_FACTOR", "AttackResult", "AttackSpec", "Runner",
     "Trajectory", "attack_objective", "check_attack_args", "check_finite_scores", "dlr_loss", "margin_loss",
-    "objective_loss", "pgd_linf", "resolve_target", "run_attack", "run_spec",
+    "objective_loss", "pgd_linf", "resolve_target", "run_attack", "run_spec", "save_attack",
 ]
 
 
@@ -115,3 +118,10 @@ def run_attack(
     """
     spec = AttackSpec(attack, eps, steps, norm, objective, step_size, random_start, restarts, seed, amp)
     return run_spec(model, x, y, spec, target=target, record=record)
+
+
+def save_attack(path: str | os.PathLike, x: torch.Tensor, y: torch.Tensor, result: AttackResult) -> Path:
+    """Write inputs, labels and an attack's result (``AttackResult.tensors``) to one ``.safetensors`` file, atomically."""
+    from safetensors.torch import save
+
+    return atomic_write_bytes(path, save(result.tensors(x, y)))

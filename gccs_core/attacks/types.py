@@ -113,6 +113,22 @@ class AttackResult:
     success: torch.Tensor  # (N,) bool: untargeted -> pred != y; targeted -> pred == target
     trajectory: Trajectory | None
 
+    def perturbation(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-example L2 and L-inf size of ``x_adv - x`` (N,) each."""
+        delta = (self.x_adv - x.detach().cpu()).flatten(1)
+        return delta.norm(dim=1), delta.abs().amax(1)
+
+    def tensors(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The saved layout: ``x, y, x_adv, pred, success`` (uint8) and, when recorded, ``traj_x, traj_z,
+        traj_scores, traj_pred, traj_steps``."""
+        out = {"x": x.detach().cpu(), "y": y.detach().cpu(), "x_adv": self.x_adv, "pred": self.pred,
+               "success": self.success.to(torch.uint8)}
+        if self.trajectory is not None:
+            tr = self.trajectory
+            out.update({"traj_x": tr.x, "traj_z": tr.z, "traj_scores": tr.scores, "traj_pred": tr.pred,
+                        "traj_steps": torch.tensor(tr.steps)})
+        return {k: v.contiguous() for k, v in out.items()}
+
 
 def succeeded(pred: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
     """Untargeted: the prediction left the true class; targeted: it reached the target."""
