@@ -7,12 +7,12 @@ the version, never silently mixed in.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
+
+from gccs_core import files
 
 from .config import STUDY_FORMAT, STUDY_VERSION
 
@@ -21,40 +21,14 @@ class StudyError(ValueError):
     """A bad input or a foreign/old file: reported on one line."""
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    """Temporary file in the same folder, fsync, rename: readers see the old file or the whole new one."""
-    try:
-        from gccs_core.files import atomic_write_text as shared
-    except ImportError:
-        shared = None
-    if shared is not None:
-        return Path(shared(path, text))
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, p)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return p
+atomic_write_text = files.atomic_write_text
 
 
 def write_json(path: str | os.PathLike, data: Any) -> Path:
     return atomic_write_text(path, json.dumps(data, indent=1, allow_nan=False, sort_keys=False) + "\n")
 
 
-def sha256_file(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+sha256_file = files.file_sha256
 
 
 def check_version(data: Any, source: str) -> None:
