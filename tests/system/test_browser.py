@@ -101,9 +101,13 @@ def test_latent_page_draws_both_models_and_inspects_a_point(page, server):
 def test_attack_animation_plays(page, server):
     open_page(page, f"{server}/attack?n_samples=30&steps=20&eps=0.2&attack=pgd&samples=random")
     page.locator(".st-key-run_attack button").click()
-    chart = page.locator(".st-key-attack_anim .js-plotly-plot")
-    chart.wait_for(timeout=60_000)
+    # the page shows a one-frame preview under the same key until the run is done: wait for the result
+    page.wait_for_selector("text=Computed in", timeout=120_000)
     wait_script_idle(page)
+    chart = page.locator(".st-key-attack_anim .js-plotly-plot")
+    page.wait_for_function(
+        "() => { const el = document.querySelector('.st-key-attack_anim .js-plotly-plot');"
+        " return el && el._transitionData && el._transitionData._frames.length > 1; }", timeout=60_000)
     assert_clean(page)
     assert chart.evaluate("el => el._transitionData._frames.length") == 21
     idx = chart.evaluate("el => el._fullData.findIndex(t => t.name === 'moving 1')")
@@ -121,7 +125,7 @@ def test_attack_animation_downloads_as_offline_html_and_csv(page, server, tmp_pa
     open_page(page, f"{server}/attack?n_samples=8&steps=5&eps=0.2&attack=pgd&samples=one%20class&sample_class=3"
                     "&method=decision&plane_y=3&plane_t=8")
     page.locator(".st-key-run_attack button").click()
-    page.locator(".st-key-attack_anim .js-plotly-plot").wait_for(timeout=60_000)
+    page.wait_for_selector("text=Computed in", timeout=120_000)
     wait_script_idle(page)
     with page.expect_download(timeout=60_000) as info:
         page.locator(".st-key-dl_attack_html button").first.click()

@@ -140,10 +140,11 @@ async def attacker(page: Any, url: str, me: int, files: dict[str, bytes]) -> dic
     attack, eps = ("fgsm", 0.3) if me % 2 else ("pgd", 0.1)
     await goto(page, f"{url}/attack?attack={attack}&eps={eps}&steps=3&n_samples=6")
     await page.locator(".st-key-run_attack button").click()
-    await page.wait_for_selector(".st-key-attack_anim .js-plotly-plot", timeout=TIMEOUT_MS)
+    label = {"fgsm": "FGSM", "pgd": "PGD"}[attack]
+    # a one-frame preview sits under the same key until the run is done: wait for the run's own summary
+    await page.wait_for_selector(f"text={label}, eps={eps:g}, 3 steps", timeout=TIMEOUT_MS)
     await idle(page)
     body = await page.inner_text("body")
-    label = {"fgsm": "FGSM", "pgd": "PGD"}[attack]
     assert f"{label}, eps={eps:g}, 3 steps" in body, body[:2000]
     return {"own": [], "result": f"{label}, eps={eps:g}, 3 steps"}
 
