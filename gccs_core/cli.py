@@ -210,6 +210,44 @@ def cmd_download(a: argparse.Namespace) -> int:
     return 0
 
 
+def _add_own_model_flags(p: argparse.ArgumentParser) -> None:
+    """``--checkpoint``, or a network of your own: ``--arch --weights [--latent-layer --value-range --mean --std]``."""
+    p.add_argument("--checkpoint", default=None, help="a .safetensors checkpoint or a run folder")
+    p.add_argument("--arch", default=None, help="instead of --checkpoint: torchvision:<model> or gccs:<encoder> ...")
+    p.add_argument("--weights", default=None, help="... with its state_dict (.safetensors, or .pt read with weights_only)")
+    p.add_argument("--latent-layer", default=None, help="with --arch: the layer whose output is the latent "
+                   "(default: the input of the last nn.Linear)")
+    p.add_argument("--value-range", default="0,1", help="with --arch: the input range the network was trained on")
+    p.add_argument("--mean", default=None, help="with --arch: the per-channel mean the network's inputs were normalised "
+                   "with (after --value-range), e.g. 0.485,0.456,0.406; folded into the model, attacks stay in [0, 1]")
+    p.add_argument("--std", default=None, help="with --arch: the per-channel std of that normalisation (> 0)")
+    p.add_argument("--data", default=None, help="your own dataset: an .npz file with x, y (replaces --dataset)")
+
+
+def own_model_args(a: argparse.Namespace, dataset: str | None) -> dict[str, Any] | None:
+    """The keyword arguments of ``weights.load_for_dataset`` the flags describe, or None for ``--checkpoint``.
+
+    Checks the flag combination and parses ``--value-range``, ``--mean`` and ``--std`` (one value or one per
+    channel of ``dataset``), each with one clear error.
+    """
+    own_only = [f"--{k.replace('_', '-')}" for k in ("latent_layer", "mean", "std") if getattr(a, k) is not None]
+    if a.arch is None and a.weights is None:
+        if a.checkpoint is None:
+            raise ValueError("give --checkpoint, or --arch with --weights (a network of your own).")
+        if own_only:
+            raise ValueError(f"{', '.join(own_only)} go with --arch and --weights, not with --checkpoint.")
+        return None
+    if a.checkpoint is not None or a.arch is None or a.weights is None or not dataset:
+        raise ValueError("--arch and --weights go together, with --dataset (or --data) and without --checkpoint.")
+    from .data import dataset_info
+    from .weights import parse_channels, parse_value_range
+
+    channels = dataset_info(dataset).in_shape[0]
+    return dict(arch=a.arch, weights=a.weights, dataset=dataset, latent_layer=a.latent_layer,
+                value_range=parse_value_range(a.value_range), mean=parse_channels(a.mean, "--mean", channels),
+                std=parse_channels(a.std, "--std", channels))
+
+
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     """``evaluate``: the robustness suite on a checkpoint (see gccs_core/evaluate.py); defaults are the library's."""
     from . import evaluate as ev
@@ -217,13 +255,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="robustness evaluation of a checkpoint (attack suite, worst case, sanity flags)",
                        description="Evaluate a checkpoint against FGSM/PGD/APGD/Square/DeepFool at several eps.")
     p.set_defaults(handler=cmd_evaluate)
-    p.add_argument("--checkpoint", default=None, help="a .safetensors checkpoint or a run folder")
-    p.add_argument("--arch", default=None, help="instead of --checkpoint: torchvision:<model> or gccs:<encoder> ...")
-    p.add_argument("--weights", default=None, help="... with its state_dict (.safetensors, or .pt read with weights_only)")
-    p.add_argument("--latent-layer", default=None, help="with --arch: the layer whose output is the latent "
-                   "(default: the input of the last nn.Linear)")
-    p.add_argument("--value-range", default="0,1", help="with --arch: the input range the network was trained on")
-    p.add_argument("--data", default=None, help="your own dataset: an .npz file with x, y (replaces --dataset)")
+    _add_own_model_flags(p)
     eps = ",".join(f"{e:g}" for e in ev.DEFAULT_EPS)
     p.add_argument("--eps", default=eps, help=f"comma-separated threat radii (default {eps})")
     p.add_argument("--norm", default="linf", help="linf or l2")
@@ -265,15 +297,12 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
                  attacks=attacks, min_l2=min_l2, min_l2_n=a.min_l2_n, seed=a.seed, device=a.device,
                  batch_size=a.batch_size, progress=not a.quiet)
     dataset = a.data or a.dataset
-    if a.arch is not None or a.weights is not None:
-        from .weights import evaluate_weights, parse_value_range
+    own = own_model_args(a, dataset)
+    if own is not None:
+        from .weights import evaluate_weights
 
-        if a.checkpoint is not None or a.arch is None or a.weights is None or not dataset:
-            raise ValueError("--arch and --weights go together, with --dataset (or --data) and without --checkpoint.")
-        report = evaluate_weights(a.arch, a.weights, dataset, eps, latent_layer=a.latent_layer,
-                                  value_range=parse_value_range(a.value_range), **suite)
-    elif a.checkpoint is None:
-        raise ValueError("give --checkpoint, or --arch with --weights (a network of your own).")
+        arch, weights, data = own.pop("arch"), own.pop("weights"), own.pop("dataset")
+        report = evaluate_weights(arch, weights, data, eps, **own, **suite)
     else:
         report = evaluate_checkpoint(a.checkpoint, eps, dataset=dataset, **suite)
     print(report.summary())
@@ -288,9 +317,11 @@ def _add_attack(sub: argparse._SubParsersAction) -> None:
 
     d = AttackSpec()
     p = sub.add_parser("attack", help="run one attack on a checkpoint (optionally save x_adv and the trajectory)",
-                       description="Run one attack (ours or ART's) on the first N test examples of a checkpoint's dataset.")
+                       description="Run one attack (ours or ART's) on the first N test examples of a checkpoint's dataset, "
+                       "or of a network of your own (--arch with --weights and --dataset).")
     p.set_defaults(handler=cmd_attack)
-    p.add_argument("--checkpoint", required=True)
+    _add_own_model_flags(p)
+    p.add_argument("--dataset", default=None, help="default: the checkpoint's dataset (required with --arch)")
     p.add_argument("--attack", default=d.attack, help=f"one of {', '.join(ATTACKS)}")
     p.add_argument("--eps", type=float, default=d.eps, help="threat radius")
     p.add_argument("--steps", type=int, default=d.steps)
@@ -308,6 +339,16 @@ def _add_attack(sub: argparse._SubParsersAction) -> None:
                    "autocast (about 2x faster on AMX CPUs and GPUs); success is always judged in float32")
 
 
+def _check_fits(model: Any, dataset: str) -> None:
+    """A checkpoint attacked on another dataset must take its input shape and classes."""
+    from .data import dataset_info
+
+    info = dataset_info(dataset)
+    if tuple(model.spec.in_shape) != tuple(info.in_shape) or model.num_classes != info.num_classes:
+        raise ValueError(f"--dataset={dataset!r} has inputs {tuple(info.in_shape)} and {info.num_classes} classes; the "
+                         f"checkpoint takes {tuple(model.spec.in_shape)} and {model.num_classes}.")
+
+
 def cmd_attack(a: argparse.Namespace) -> int:
     from .attacks import run_attack, save_attack
     from .checkpoint import load_model_with_metadata
@@ -315,10 +356,19 @@ def cmd_attack(a: argparse.Namespace) -> int:
     from .train import resolve_device
 
     check_int("--n", a.n, 1)
-    model, meta = load_model_with_metadata(a.checkpoint)
+    dataset = a.data or a.dataset
+    own = own_model_args(a, dataset)
+    if own is not None:
+        from .weights import load_for_dataset
+
+        model = load_for_dataset(**own)
+    else:
+        model, meta = load_model_with_metadata(a.checkpoint)
+        dataset = dataset or meta.get("dataset") or ""
+        _check_fits(model, dataset)
     device = resolve_device(a.device)
     model.to(device)
-    ds = load_dataset(meta.get("dataset") or "", a.split, limit=a.n)
+    ds = load_dataset(dataset, a.split, limit=a.n)
     res = run_attack(model, ds.x, ds.y, a.attack, eps=a.eps, steps=a.steps, norm=a.norm, objective=a.objective,
                      target=a.target, step_size=a.step_size, restarts=a.restarts, record=a.save is not None, seed=a.seed,
                      amp=a.amp)

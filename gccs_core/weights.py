@@ -287,12 +287,17 @@ def load_external_model(
 def load_for_dataset(
     arch: str, weights: str | os.PathLike | bytes, dataset: str, latent_layer: str | None = None,
     value_range: tuple[float, float] = (0.0, 1.0), source: str | None = None,
+    mean: float | tuple[float, ...] | None = None, std: float | tuple[float, ...] | None = None,
 ) -> Any:
-    """A wrapped model for ``dataset``: its input shape and number of classes fix the architecture."""
+    """A wrapped model for ``dataset``: its input shape and number of classes fix the architecture.
+
+    ``mean``/``std``: the per-channel normalisation the network was trained with (applied after
+    ``value_range``, inside the model, so attacks still work on [0, 1] pixels)."""
     from .data import dataset_info
 
     info = dataset_info(dataset)
-    return load_external_model(arch, weights, info.num_classes, info.in_shape, latent_layer, value_range, source=source)
+    return load_external_model(arch, weights, info.num_classes, info.in_shape, latent_layer, value_range,
+                               mean=mean, std=std, source=source)
 
 
 def evaluate_weights(
@@ -302,6 +307,8 @@ def evaluate_weights(
     eps_list: Sequence[float],
     latent_layer: str | None = None,
     value_range: tuple[float, float] = (0.0, 1.0),
+    mean: float | tuple[float, ...] | None = None,
+    std: float | tuple[float, ...] | None = None,
     n: int = 500,
     split: str = "test",
     data_root: str | None = None,
@@ -317,12 +324,14 @@ def evaluate_weights(
     from .validation import check_int
 
     check_int("n", n, 1)
-    model = load_for_dataset(arch, weights, dataset, latent_layer, value_range)
+    model = load_for_dataset(arch, weights, dataset, latent_layer, value_range, mean=mean, std=std)
     ds = load_dataset(dataset, split, data_root, limit=n)
     dev = resolve_device(device)
     info = {"weights": os.fspath(weights), "sha256": file_sha256(weights), "arch": arch, "dataset": ds.name,
             "split": split, "loss": model.spec.loss, "encoder": model.spec.encoder, "latent_dim": model.spec.latent_dim,
-            "latent_layer": model.spec.latent_layer, "value_range": list(model.spec.value_range), "adv_train": False,
+            "latent_layer": model.spec.latent_layer, "value_range": list(model.spec.value_range),
+            "input_mean": list(mean) if isinstance(mean, (tuple, list)) else mean,
+            "input_std": list(std) if isinstance(std, (tuple, list)) else std, "adv_train": False,
             "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else dev.type}
     model.to(dev).eval()
     return evaluate_robustness(model, ds.x, ds.y, eps_list, model_info=info, **kwargs)
@@ -338,3 +347,26 @@ def parse_value_range(text: str) -> tuple[float, float]:
     if not (lo < hi and abs(lo) < 1e30 and abs(hi) < 1e30):
         raise ValueError(f"--value-range={text!r} is invalid: give LOW,HIGH finite numbers with LOW < HIGH, e.g. 0,1 or 0,255.")
     return lo, hi
+
+
+def parse_channels(text: str | None, flag: str, channels: int) -> tuple[float, ...] | None:
+    """``"0.485,0.456,0.406"`` -> a tuple of one value or ``channels`` values (``--mean``/``--std``); None stays None.
+
+    ``--std`` values must be > 0. One clear error names the flag, the value and what is allowed.
+    """
+    if text is None:
+        return None
+    parts = [p.strip() for p in str(text).split(",")]
+    try:
+        vals = tuple(float(p) for p in parts)
+    except ValueError:
+        vals = ()
+    allowed = f"give one number or {channels} comma-separated numbers (one per input channel)"
+    if not vals or not all(abs(v) < 1e30 for v in vals):  # also refuses nan and inf
+        raise ValueError(f"{flag}={text!r} is invalid: {allowed}, finite.")
+    if len(vals) not in (1, channels):
+        raise ValueError(f"{flag}={text!r} has {len(vals)} values but the inputs have {channels} channel"
+                         f"{'s' if channels != 1 else ''}: {allowed}.")
+    if flag.endswith("std") and min(vals) <= 0:
+        raise ValueError(f"{flag}={text!r} is invalid: every std must be > 0 (it divides the input).")
+    return vals
