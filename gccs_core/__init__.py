@@ -23,7 +23,8 @@ _EXPORTS: dict[str, str] = {
     "LatentLoss": "losses", "MMCLoss": "losses", "build_loss": "losses",
     "LatentClassifier": "models", "ModelSpec": "models", "build_model": "models",
     "edge_length": "simplex", "pairwise_bayes_error": "simplex", "simplex_vertices": "simplex",
-    "Callback": "train", "TrainConfig": "train", "TrainingDiverged": "train", "TrainResult": "train", "train": "train",
+    "Callback": "train", "StopRequest": "train", "TrainConfig": "train", "TrainingDiverged": "train",
+    "TrainResult": "train", "train": "train",
 }
 
 __all__ = ["__version__", *_EXPORTS]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -187,6 +188,28 @@ class Callback:
         return None
 
 
+class StopRequest(Callback):
+    """Stop a run cleanly at the next epoch boundary when asked, from any thread.
+
+    ``request()`` (or setting ``event``) asks; the epoch in progress finishes, its checkpoint is
+    written (marked incomplete) and ``train`` returns with ``stopped_early=True``. Resume the run
+    with ``train(..., resume=True)``.
+    """
+
+    def __init__(self, event: threading.Event | None = None) -> None:
+        self.event = event if event is not None else threading.Event()
+
+    def request(self) -> None:
+        self.event.set()
+
+    @property
+    def requested(self) -> bool:
+        return self.event.is_set()
+
+    def on_epoch(self, info: EpochInfo, model: LatentClassifier) -> bool:
+        return self.event.is_set()
+
+
 @dataclass
 class TrainResult:
     model: LatentClassifier
@@ -279,33 +302,49 @@ def train(
     callbacks: list[Callback] | None = None,
     out_dir: str | os.PathLike | None = None,
     resume: bool = False,
+    epochs: int | None = None,
 ) -> TrainResult:
     """Train a latent classifier; checkpoint every epoch into ``out_dir`` when given.
 
     ``resume=True`` continues the run saved in ``out_dir`` (its stored config wins, except device).
+    ``epochs`` (with ``resume`` only) continues it to that many epochs in total, e.g. a finished
+    5-epoch run to 8; the learning-rate schedule is then that of a run planned for ``epochs``, so
+    only ``epochs`` equal to the planned count is an exact resume.
     Raises ``TrainingDiverged`` on a NaN/inf loss, keeping the previous epoch's checkpoint.
 
     Launched by ``torchrun --nproc_per_node N`` (or inside an existing process group), the N processes
     train one model data-parallel on the same global batches (see distributed.py); only rank 0 runs the
     callbacks and writes files.
     """
+    if epochs is not None and not resume:
+        raise ValueError(f"epochs={epochs!r} is for resume=True only; set TrainConfig.epochs for a new run.")
+    if epochs is not None:
+        check_int("epochs", epochs, 1)
     ctx = distributed.setup(resolve_device(config.device))
-    result = _train(config, list(callbacks or []), out_dir, resume, ctx)
+    result = _train(config, list(callbacks or []), out_dir, resume, ctx, epochs)
     distributed.teardown(ctx)  # after success only: a process that failed must not wait for the others (torchrun ends them)
     return result
 
 
-def resume_config(config: TrainConfig, out_dir: str | os.PathLike | None) -> TrainConfig:
+def resume_config(config: TrainConfig, out_dir: str | os.PathLike | None, epochs: int | None = None) -> TrainConfig:
     """The configuration a resumed run continues with: the one stored in ``out_dir``, on ``config``'s device.
 
-    The stored configuration decides everything but the device (a run may move machines). Reads the
+    The stored configuration decides everything but the device (a run may move machines) and, when
+    given, the total ``epochs``, which may not be fewer than the epochs already done. Reads the
     training checkpoint's header only.
     """
     ckpt_path = Path(out_dir) / TRAINING_FILE if out_dir is not None else None
     if ckpt_path is None or not ckpt_path.exists():
         raise FileNotFoundError(f"cannot resume: no {TRAINING_FILE} in {out_dir}. Start the run without --resume.")
     _, meta = read_checkpoint_header(ckpt_path)
-    return TrainConfig.from_dict({**meta["config"], "device": config.device})
+    stored = {**meta["config"], "device": config.device}
+    if epochs is not None:
+        done = int(meta.get("epoch", 0))
+        if epochs < done:
+            raise ValueError(f"epochs={epochs} is fewer than the {done} epochs already done in {out_dir}; "
+                             f"ask for {done} or more.")
+        stored["epochs"] = epochs
+    return TrainConfig.from_dict(stored)
 
 
 def _train(
@@ -314,13 +353,14 @@ def _train(
     out_dir: str | os.PathLike | None,
     resume: bool,
     ctx: distributed.DistContext,
+    epochs: int | None = None,
 ) -> TrainResult:
     out = Path(out_dir) if out_dir is not None else None
     ckpt_path = out / TRAINING_FILE if out else None
 
     start_epoch, history, elapsed_before = 0, [], 0.0
     if resume:
-        config = resume_config(config, out_dir)
+        config = resume_config(config, out_dir, epochs)
     elif ckpt_path is not None and ckpt_path.exists():
         raise FileExistsError(
             f"{out} already holds a run ({TRAINING_FILE}); pass resume=True / --resume or choose another folder."
