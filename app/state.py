@@ -18,7 +18,7 @@ FAST = os.environ.get("GCCS_APP_FAST", "") == "1"
 URL_STATE: dict[str, type] = {
     "dataset": str, "left": str, "right": str, "method": str, "dim": int, "teacher": bool, "attack": str,
     "eps": float, "steps": int, "objective": str, "target": int, "samples": str, "sample_class": int,
-    "n_samples": int, "plane_y": int, "plane_t": int,
+    "n_samples": int, "plane_y": int, "plane_t": int, "norm": str, "transfer": str, "protocol": str,
 }
 """Session-state keys mirrored in the URL query string, with their types."""
 PERSISTENT_PREFIXES = ("tr_",)
