@@ -1,0 +1,98 @@
+"""gccs_core.images: real test digits rendered to image files come back as model inputs the pretrained
+models classify as well as the originals; bad pictures get a clear error."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from gccs_core import load_dataset, load_model
+from gccs_core.images import MAX_SIDE, decode, image_input
+from tests.apptest import ROOT
+
+
+def rendered(a: np.ndarray, scale: int, paper: bool = False, fmt: str = "PNG") -> bytes:
+    """A dataset image (H, W) in [0, 1] as an image file, upscaled; ``paper``: dark ink on white, in RGB."""
+    u = (np.clip(a, 0, 1) * 255).round().astype(np.uint8)
+    im = Image.fromarray(255 - u if paper else u).resize((a.shape[1] * scale, a.shape[0] * scale),
+                                                           Image.Resampling.NEAREST)
+    if paper:
+        im = im.convert("RGB")
+    buf = io.BytesIO()
+    im.save(buf, fmt)
+    return buf.getvalue()
+
+
+def accuracy(model, x: np.ndarray, y: np.ndarray) -> float:
+    with torch.no_grad():
+        return float((model(torch.from_numpy(x)).argmax(1).numpy() == y).mean())
+
+
+@pytest.mark.parametrize(("dataset", "scale", "n", "max_drop"), [("digits", 8, 360, 0.07), ("mnist5k", 4, 200, 0.02)])
+@pytest.mark.parametrize(("paper", "fmt"), [(False, "PNG"), (True, "JPEG")])
+def test_rendered_test_digits_come_back_as_inputs_the_model_classifies(dataset, scale, n, max_drop, paper, fmt):
+    model = load_model(ROOT / "pretrained" / f"{dataset}-gccs.safetensors")
+    test = load_dataset(dataset, "test", limit=n)
+    x, y = test.x.numpy(), test.y.numpy()
+    inputs = [image_input(rendered(x[i, 0], scale, paper, fmt), dataset) for i in range(len(y))]
+    assert all(a.shape == (1, *x.shape[1:]) and a.dtype == np.float32 for a in inputs)
+    xs = np.concatenate(inputs)
+    assert xs.min() >= 0.0 and xs.max() <= 1.0
+    base, via = accuracy(model, x, y), accuracy(model, xs, y)
+    assert via >= base - max_drop, (base, via)
+    # one digit by itself: the model predicts its label
+    first = int(np.flatnonzero(model(test.x[:20]).argmax(1).numpy() == y[:20])[0])
+    assert int(model(torch.from_numpy(inputs[first])).argmax(1)) == y[first]
+
+
+def test_a_drawing_on_a_clear_canvas_uses_its_opacity_as_ink():
+    test = load_dataset("mnist5k", "test", limit=30)
+    model = load_model(ROOT / "pretrained" / "mnist5k-gccs.safetensors")
+    a = (test.x[7, 0].numpy() * 255).astype(np.uint8)
+    rgba = np.zeros((28, 28, 4), np.uint8)
+    rgba[..., 3] = a  # black strokes whose opacity is the digit, on a transparent background
+    big = np.asarray(Image.fromarray(rgba, "RGBA").resize((280, 280), Image.Resampling.BILINEAR))
+    x = image_input(big, "mnist5k")
+    assert x.shape == (1, 1, 28, 28)
+    assert int(model(torch.from_numpy(x)).argmax(1)) == int(test.y[7])
+
+
+def png_of(img: Image.Image, fmt: str = "PNG") -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, fmt)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize(("data", "message"), [
+    (b"this is not an image", "could not read the file as an image"),
+    (b"", "empty"),
+    (png_of(Image.new("L", (MAX_SIDE + 1, 4))), f"{MAX_SIDE + 1}x4 pixels; width and height must be 1..{MAX_SIDE}"),
+    (png_of(Image.new("F", (16, 16)), "TIFF"), "image mode 'F' is not supported; allowed: 1, L"),
+    (png_of(Image.new("L", (40, 40), 255)), "blank"),
+    (png_of(Image.new("RGB", (40, 40), (10, 10, 10))), "blank"),
+    (png_of(Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64), dtype=np.uint8)))[:2000],
+     "damaged or truncated"),
+])
+def test_bad_pictures_get_a_clear_error(data, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(")):
+        image_input(data, "mnist5k")
+
+
+@pytest.mark.parametrize(("array", "message"), [
+    (np.zeros((4, 4, 5), np.uint8), r"\(H, W\) or \(H, W, C\) with C in 1..4; got shape \(4, 4, 5\)"),
+    (np.full((8, 8), 2.0), "float in \\[0, 1\\]"),
+    (np.full((8, 8), np.nan), "without NaN"),
+    ("a string", "bytes .* or a numpy array; got str"),
+])
+def test_bad_arrays_name_what_is_wrong(array, message):
+    with pytest.raises(ValueError, match=message):
+        decode(array)
+
+
+def test_an_unknown_dataset_is_named():
+    with pytest.raises(ValueError, match="nope"):
+        image_input(rendered(np.eye(8), 4), "nope")
