@@ -1,4 +1,5 @@
-"""Glue for the Attack page: read the settings, call ``gccs_core.attacks.run_attack`` (cached) and
+"""Glue for the Attack page: read the settings, call ``gccs_core.attacks.run_attack`` (cached),
+``gccs_core.transfer.transfer_attack`` (craft on one panel's model, replay on the other's) and
 ``gccs_core.evaluate.evaluate_robustness``, project with the library, and hand arrays to the figures."""
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import streamlit as st
 
 from app import figures, loaders, registry, state
 from app.registry import ModelEntry
+from gccs_core.transfer import step_bars
 from gccs_core.views import (
     DECISION_METHOD,
     LatentView,
@@ -25,25 +27,54 @@ from gccs_core.views import (
 ATTACK_CHOICES = {"pgd": "PGD", "fgsm": "FGSM", "mim": "MIM (momentum)", "bim": "BIM", "pgd-targeted": "Targeted PGD",
                   "cw": "Carlini-Wagner (L2, minimal; slow)"}
 OBJECTIVE_LABELS = {"ce": "cross-entropy", "margin": "margin", "dlr": "DLR", "latent": "latent (models with centres)"}
-DEFAULTS = {"attack": "pgd", "eps": 0.15, "steps": 20, "objective": "ce", "samples": "random", "n_samples": 50,
-            "sample_class": 3, "target": 8}
+DEFAULTS = {"attack": "pgd", "steps": 20, "objective": "ce", "samples": "random", "n_samples": 50,
+            "sample_class": 3, "target": 8, "norm": "linf", "transfer": "none"}
+NORM_LABELS = {"linf": "L∞", "l2": "L2"}
+EPS_RANGE = {"linf": {"min": 0.0, "max": 0.5, "step": 0.01, "default": 0.15, "unit": "pixels in [0, 1]"},
+             "l2": {"min": 0.0, "max": 5.0, "step": 0.05, "default": 1.0, "unit": "Euclidean norm of the image change"}}
+"""The eps slider per threat model: L-inf radii are per pixel, L2 radii the length of the whole perturbation."""
+NORM_ATTACKS = {"linf": tuple(ATTACK_CHOICES), "l2": tuple(ATTACK_CHOICES)}
+"""Attacks offered per norm. Every native attack (FGSM, PGD, BIM, MIM) takes ``norm='l2'`` (an L2 step and an
+L2-ball projection in ``gccs_core.attacks.native``); Carlini-Wagner is an L2 minimal-perturbation attack under
+either choice. tests/app/test_attack_page.py runs each of them in L2."""
+TRANSFER_CHOICES = {"none": "white-box: each model attacked with its own gradients",
+                    "left": "craft on the left model, replay on the right",
+                    "right": "craft on the right model, replay on the left"}
 
 
 def init_state(num_classes: int) -> None:
     """Default attack settings (URL values, already in session state, win)."""
     for key, value in DEFAULTS.items():
         st.session_state.setdefault(key, value)
+    if st.session_state["norm"] not in NORM_LABELS:
+        st.session_state["norm"] = "linf"
+    rng = EPS_RANGE[st.session_state["norm"]]
+    st.session_state.setdefault("eps", rng["default"])
+    try:
+        eps = float(st.session_state["eps"])
+    except (TypeError, ValueError):
+        eps = rng["default"]
+    st.session_state["eps"] = eps if rng["min"] <= eps <= rng["max"] else rng["default"]
+    if st.session_state["transfer"] not in TRANSFER_CHOICES:
+        st.session_state["transfer"] = "none"
     if state.FAST:
         st.session_state["n_samples"] = min(int(st.session_state["n_samples"]), 12)
     for key in ("target", "sample_class"):
         if not 0 <= int(st.session_state[key]) < num_classes:
             st.session_state[key] = 0
-    if st.session_state["attack"] not in ATTACK_CHOICES:
+    if st.session_state["attack"] not in NORM_ATTACKS[st.session_state["norm"]]:
         st.session_state["attack"] = "pgd"
     if st.session_state["objective"] not in OBJECTIVE_LABELS:
         st.session_state["objective"] = "ce"
     if st.session_state["samples"] not in ("random", "one class", "picked"):
         st.session_state["samples"] = "random"
+
+
+def norm_changed() -> None:
+    """Norm radio callback: the eps slider's range switches, so eps moves to that norm's default radius."""
+    st.session_state["eps"] = EPS_RANGE[st.session_state["norm"]]["default"]
+    if st.session_state.get("attack") not in NORM_ATTACKS[st.session_state["norm"]]:
+        st.session_state["attack"] = "pgd"
 
 
 def choose_samples(view: LatentView) -> np.ndarray:
@@ -67,18 +98,39 @@ def choose_samples(view: LatentView) -> np.ndarray:
 
 @st.cache_data(max_entries=12, show_spinner=False)
 def _attack(key: str, mtime: float, dataset: str, idx: tuple[int, ...], attack: str, eps: float, steps: int,
-            objective: str, target: int | None) -> dict[str, np.ndarray]:
+            objective: str, target: int | None, norm: str = "linf") -> dict[str, np.ndarray]:
     """Run one recorded attack on one model (numpy out, cached on the model key and every setting)."""
     from gccs_core.attacks import run_attack
 
     model = loaders.get_model(_entry(key))
     data = loaders.get_dataset(dataset)
     index = np.asarray(idx, dtype=np.int64)
-    res = run_attack(model, data.x[index], data.y[index], attack=attack, eps=eps, steps=steps, objective=objective,
-                     target=target, record=True, seed=0)
+    res = run_attack(model, data.x[index], data.y[index], attack=attack, eps=eps, steps=steps, norm=norm,
+                     objective=objective, target=target, record=True, seed=0)
     traj = res.trajectory
-    return {"z": traj.z.numpy(), "pred": traj.pred.numpy(), "x": traj.x.permute(0, 1, 3, 4, 2).numpy().astype(np.float16),
-            "linf": perturbation_norms(traj.x.numpy(), "linf")}
+    return {"z": traj.z.numpy(), "pred": traj.pred.numpy(), "scores": traj.scores.numpy(),
+            "x": traj.x.permute(0, 1, 3, 4, 2).numpy().astype(np.float16),
+            "perturbation": perturbation_norms(traj.x.numpy(), norm)}
+
+
+@st.cache_data(max_entries=6, show_spinner=False)
+def _transfer(source: str, source_mtime: float, other: str, other_mtime: float, dataset: str, idx: tuple[int, ...],
+              attack: str, eps: float, steps: int, objective: str, target: int | None,
+              norm: str) -> dict[str, dict[str, Any]]:
+    """Craft on ``source`` and replay on ``other`` (``gccs_core.transfer``): both models' arrays, by model key."""
+    from gccs_core.transfer import transfer_attack
+
+    data = loaders.get_dataset(dataset)
+    index = np.asarray(idx, dtype=np.int64)
+    res = transfer_attack(loaders.get_model(_entry(source)), loaders.get_model(_entry(other)), data.x[index],
+                          data.y[index], target=target, attack=attack, eps=eps, steps=steps, norm=norm,
+                          objective=objective, seed=0)
+    x = res.x.transpose(0, 1, 3, 4, 2).astype(np.float16)
+    common = {"x": x, "perturbation": res.perturbation}
+    return {"source": {**common, "z": res.source.z, "pred": res.source.pred, "scores": res.source.scores,
+                       "rate": res.source_rate},
+            "other": {**common, "z": res.replayed.z, "pred": res.replayed.pred, "scores": res.replayed.scores,
+                      "rate": res.transfer_rate}}
 
 
 def _entry(key: str) -> ModelEntry:
@@ -88,8 +140,33 @@ def _entry(key: str) -> ModelEntry:
     return entry
 
 
+def _trajectories(entries: list[ModelEntry], idx: np.ndarray, attack: str, eps: float, steps: int, objective: str,
+                  target: int | None, norm: str, transfer: str) -> tuple[list[dict[str, Any]], list[str], str]:
+    """Per model: its attack arrays, how they were made ('white-box', 'crafted here', 'replayed from ...'),
+    and a one-line transfer summary ('' for white-box runs)."""
+    samples = tuple(int(i) for i in idx)
+    if transfer == "none" or len(entries) < 2:
+        trajs = []
+        for entry in entries:
+            with st.spinner(f"Attacking {entry.label}…"):
+                trajs.append(_attack(entry.key, registry.mtime(entry.path), entry.dataset, samples, attack, eps, steps,
+                                     objective, target, norm))
+        return trajs, ["white-box"] * len(entries), ""
+    src, dst = (0, 1) if transfer == "left" else (1, 0)
+    a, b = entries[src], entries[dst]
+    with st.spinner(f"Crafting on {a.label}, replaying on {b.label}…"):
+        res = _transfer(a.key, registry.mtime(a.path), b.key, registry.mtime(b.path), a.dataset, samples, attack, eps,
+                        steps, objective, target, norm)
+    trajs, hows = [None, None], [None, None]
+    trajs[src], trajs[dst] = res["source"], res["other"]
+    hows[src], hows[dst] = "crafted here", f"replayed from {a.label}"
+    note = (f"Transfer: the attack fools {res['source']['rate']:.0%} of the samples on {a.label} · {a.loss}, where it "
+            f"was crafted; the same adversarial inputs fool {res['other']['rate']:.0%} on {b.label} · {b.loss}.")
+    return trajs, hows, note
+
+
 def run(entries: list[ModelEntry], pool_view: LatentView, method: str) -> dict[str, Any]:
-    """Attack the chosen samples on every model and build the animation; everything the page draws."""
+    """Attack the chosen samples on every model (or craft on one, replay on the other) and build the animation."""
     t0 = time.perf_counter()
     idx = choose_samples(pool_view)
     y = pool_view.y[pool_view.positions(idx)]
@@ -98,38 +175,53 @@ def run(entries: list[ModelEntry], pool_view: LatentView, method: str) -> dict[s
     attack = "pgd" if choice == "pgd-targeted" else choice
     target = int(st.session_state["target"]) if choice == "pgd-targeted" else None
     eps, steps, objective = float(st.session_state["eps"]), int(st.session_state["steps"]), st.session_state["objective"]
-    panels, flips = [], {}
-    for entry in entries:
-        with st.spinner(f"Attacking {entry.label}…"):
-            traj = _attack(entry.key, registry.mtime(entry.path), entry.dataset, tuple(int(i) for i in idx), attack, eps,
-                           steps, objective, target)
+    norm, transfer = st.session_state["norm"], st.session_state["transfer"]
+    trajs, hows, transfer_note = _trajectories(entries, idx, attack, eps, steps, objective, target, norm, transfer)
+    panels, flips, readouts = [], {}, []
+    for entry, traj, how in zip(entries, trajs, hows):
         label = f"{entry.label} · {entry.loss}"
-        title, x = label + ": {fooled}/{n} fooled", traj["x"].astype(np.float32)
+        title = label + ("" if how == "white-box" else f" ({how})") + ": {fooled}/{n} fooled"
+        x = traj["x"].astype(np.float32)
         if method == DECISION_METHOD:
             plane_view, plane = loaders.get_plane(entry, *plane_pair(target))
-            panel = decision_attack_panel(plane_view, plane, traj["z"], traj["pred"], y, title=title, x=x,
-                                          perturbation=traj["linf"], target=target, label=label, key=entry.key)
+            panel = decision_attack_panel(plane_view, plane, traj["z"], traj["pred"], y, title=title, x=x, norm=norm,
+                                          perturbation=traj["perturbation"], target=target, label=label, key=entry.key)
         else:
             panel = attack_panel(loaders.get_view(entry, fit_method(method)), loaders.get_projection(entry, method), method,
                                  traj["z"], traj["pred"], y, title=title, target=target, x=x, label=label, key=entry.key)
         flips[label] = fooled(panel.pred, y, target).sum(1).tolist()
         panels.append(panel)
+        view = loaders.get_view(entry, "simplex")
+        readouts.append({"label": label, "how": how, "z": traj["z"], "scores": traj["scores"],
+                         "prototypes": view.prototypes, "kind": view.prototype_kind,
+                         "nearest_vertex": view.prototype_kind == "simplex vertices"})
     n_frames = panels[0].n_frames
     fig = figures.animation_figure(panels, names, [f"step {t}" for t in range(n_frames)], "pred", state.plot_height())
     what = ATTACK_CHOICES[choice] + (f" → {names[target]}" if target is not None else "")
-    summary = (f"{what}, eps={eps:g}, {steps} steps, objective {OBJECTIVE_LABELS[objective]}, {len(idx)} samples; "
-               "points are coloured by the current prediction; a thick black ring = misclassified.")
+    summary = (f"{what}, eps={eps:g}, {steps} steps, {NORM_LABELS[norm]} ball, objective {OBJECTIVE_LABELS[objective]}, "
+               f"{len(idx)} samples; points are coloured by the current prediction; a thick black ring = misclassified.")
     if method == DECISION_METHOD:
         py, pt = plane_pair(target)
         summary += (f" Decision plane of {names[py]} vs {names[pt]}: x is each point's latent distance to that boundary "
-                    "(dashed line); hover a point for it and its input perturbation norm at this step.")
+                    f"(dashed line); hover a point for it and its input perturbation ({NORM_LABELS[norm]}) at this step.")
     seconds = time.perf_counter() - t0
     loaders.log.info("GCCS attack ready in %.3f s (%d samples, %d models, %d frames)", seconds, len(idx), len(panels),
                      n_frames)
     return {"figure": fig, "panels": panels, "seconds": seconds,
             "flips": flips, "idx": idx, "y": y, "eps": eps, "n_frames": n_frames,
             "summary": summary, "method": method, "keys": [e.key for e in entries], "objective": objective,
-            "attack": attack, "steps": steps}
+            "attack": attack, "steps": steps, "norm": norm, "transfer": transfer, "transfer_note": transfer_note,
+            "readouts": readouts, "target": target}
+
+
+def step_readouts(out: dict[str, Any], step: int, pos: int) -> list[dict[str, Any]]:
+    """Per panel: sample ``pos`` at ``step`` as bars (``gccs_core.transfer.step_bars``) with its panel's label."""
+    bars = []
+    for r in out["readouts"]:
+        nearest = r["nearest_vertex"] and np.isfinite(r["prototypes"]).all()
+        b = step_bars(r["z"][step, pos], r["scores"][step, pos], r["prototypes"] if nearest else None, nearest)
+        bars.append({**b, "label": r["label"], "how": r["how"], "kind_name": r["kind"]})
+    return bars
 
 
 def plane_pair(target: int | None) -> tuple[int, int]:
@@ -163,14 +255,14 @@ def preview(entries: list[ModelEntry], pool_view: LatentView, method: str) -> An
 
 @st.cache_data(max_entries=8, show_spinner=False)
 def _robust_curve(key: str, mtime: float, dataset: str, idx: tuple[int, ...], label: str, steps: int,
-                  eps_list: tuple[float, ...]) -> tuple[list[float], list[float]]:
+                  eps_list: tuple[float, ...], norm: str = "linf") -> tuple[list[float], list[float]]:
     from gccs_core.evaluate import evaluate_robustness
 
     model = loaders.get_model(_entry(key))
     data = loaders.get_dataset(dataset)
     index = np.asarray(idx, dtype=np.int64)
-    report = evaluate_robustness(model, data.x[index], data.y[index], list(eps_list), steps=steps, attacks=[label],
-                                 min_l2=None, seed=0)
+    report = evaluate_robustness(model, data.x[index], data.y[index], list(eps_list), norm=norm, steps=steps,
+                                 attacks=[label], min_l2=None, seed=0)
     return [float(r["eps"]) for r in report.results], report.worst_case()
 
 
@@ -192,7 +284,8 @@ def robust_curve(entries: list[ModelEntry], out: dict[str, Any]) -> dict[str, An
     A latent-objective curve is drawn only for models with class centres.
     """
     label = suite_label(out["attack"], out["objective"], out["steps"])
-    top = max(0.3, 2 * out["eps"])
+    norm = out.get("norm", "linf")
+    top = max(0.3 if norm == "linf" else 2.0, 2 * out["eps"])
     eps_list = tuple(float(round(v, 3)) for v in np.linspace(0.0, top, 4 if state.FAST else 7))
     series, eps = {}, list(eps_list)
     for entry in entries:
@@ -200,6 +293,7 @@ def robust_curve(entries: list[ModelEntry], out: dict[str, Any]) -> dict[str, An
             continue
         with st.spinner(f"Robust accuracy of {entry.label}…"):
             eps, acc = _robust_curve(entry.key, registry.mtime(entry.path), entry.dataset,
-                                     tuple(int(i) for i in out["idx"]), label, out["steps"], eps_list)
+                                     tuple(int(i) for i in out["idx"]), label, out["steps"], eps_list, norm)
         series[f"{entry.label} · {entry.loss}"] = acc
-    return {"eps": eps, "series": series, "title": f"robust accuracy vs eps ({label}, {len(out['idx'])} samples)"}
+    return {"eps": eps, "series": series,
+            "title": f"white-box robust accuracy vs {NORM_LABELS[norm]} eps ({label}, {len(out['idx'])} samples)"}

@@ -1,10 +1,11 @@
-"""Attack page: the same samples attacked on both models, animated in latent space."""
+"""Attack page: the same samples attacked on both models (or crafted on one, replayed on the other), animated in
+latent space, in an L-inf or L2 ball; per step, the images and each model's class scores or vertex distances."""
 
 from __future__ import annotations
 
 import streamlit as st
 
-from app import attacking, exports, figures, loaders, registry, state
+from app import attacking, charts, exports, figures, loaders, registry, state
 from gccs_core.views import panels_table
 
 dataset, method = st.session_state["dataset"], st.session_state["method"]
@@ -23,18 +24,30 @@ names = [str(c) for c in pool_view["class_names"]]
 attacking.init_state(len(names))
 busy = state.busy()
 
-with state.controls("Attack settings"), st.form("attack_form", border=False):
-    c1, c2, c3 = st.columns(3)
-    c1.selectbox("Attack", list(attacking.ATTACK_CHOICES), key="attack", format_func=attacking.ATTACK_CHOICES.get)
-    c1.selectbox("Target class (targeted PGD)", list(range(len(names))), key="target", format_func=lambda k: names[k])
-    c2.slider("eps (L∞, pixels in [0, 1])", 0.0, 0.5, key="eps", step=0.01)
-    c2.number_input("Steps", 1, 100, key="steps")
-    c2.selectbox("Objective", list(attacking.OBJECTIVE_LABELS), key="objective", format_func=attacking.OBJECTIVE_LABELS.get)
-    c3.radio("Samples", ["random", "one class", "picked"], key="samples", horizontal=True,
-             help="'picked': the points you clicked or box-selected on the Latent space page.")
-    c3.selectbox("Class (for 'one class')", list(range(len(names))), key="sample_class", format_func=lambda k: names[k])
-    c3.slider("How many", 1, 200, key="n_samples")
-    run = st.form_submit_button("Run attack", type="primary", key="run_attack", disabled=busy)
+norm = st.session_state["norm"]
+rng = attacking.EPS_RANGE[norm]
+with state.controls("Attack settings"):
+    st.radio("Threat model", list(attacking.NORM_LABELS), key="norm", horizontal=True, disabled=busy,
+             format_func=lambda k: f"{attacking.NORM_LABELS[k]} ball", on_change=attacking.norm_changed,
+             help="L∞ bounds every pixel's change by eps; L2 bounds the length of the whole change (eps up to 5).")
+    with st.form("attack_form", border=False):
+        c1, c2, c3 = st.columns(3)
+        c1.selectbox("Attack", list(attacking.NORM_ATTACKS[norm]), key="attack", format_func=attacking.ATTACK_CHOICES.get)
+        c1.selectbox("Target class (targeted PGD)", list(range(len(names))), key="target", format_func=lambda k: names[k])
+        c2.slider(f"eps ({attacking.NORM_LABELS[norm]}, {rng['unit']})", rng["min"], rng["max"], key="eps",
+                  step=rng["step"])
+        c2.number_input("Steps", 1, 100, key="steps")
+        c2.selectbox("Objective", list(attacking.OBJECTIVE_LABELS), key="objective", format_func=attacking.OBJECTIVE_LABELS.get)
+        c3.radio("Samples", ["random", "one class", "picked"], key="samples", horizontal=True,
+                 help="'picked': the points you clicked or box-selected on the Latent space page.")
+        c3.selectbox("Class (for 'one class')", list(range(len(names))), key="sample_class", format_func=lambda k: names[k])
+        c3.slider("How many", 1, 200, key="n_samples")
+        if len(entries) == 2:
+            c3.selectbox("Transfer", list(attacking.TRANSFER_CHOICES), key="transfer",
+                         format_func=attacking.TRANSFER_CHOICES.get,
+                         help="Craft the attack on one panel's model and feed the very same inputs to the other: "
+                              "a model that resists its own gradients but not the replay is masking them.")
+        run = st.form_submit_button("Run attack", type="primary", key="run_attack", disabled=busy)
 
 if run or st.session_state.pop("autorun_attack", False):
     try:
@@ -54,6 +67,8 @@ if out["method"] != method or out["keys"] != [e.key for e in entries]:
     st.caption("Settings in the sidebar changed since this run; press Run attack to refresh.")
 
 st.caption(out["summary"] + f" Computed in {out['seconds']:.2f} s.")
+if out.get("transfer_note"):
+    st.info(out["transfer_note"], icon=":material/swap_horiz:")
 st.plotly_chart(out["figure"], key="attack_anim", width="stretch", config={"displaylogo": False})
 exports.download_row("dl_attack", out["figure"], lambda: panels_table(out["panels"], out["idx"]),
                      f"attack-{out['attack']}-eps{out['eps']:g}-{out['method']}")
@@ -71,11 +86,20 @@ for panel in out["panels"]:
     cols[0].markdown(f"**{panel.label}**")
     x0, xt = panel.x[0, pos], panel.x[step, pos]
     cols[1].image(figures.upscale(x0, 112), caption="original")
-    cols[2].image(figures.perturbation_image(xt - x0, out["eps"], 112), caption="perturbation (amplified)")
+    # L-inf: the eps ball spans black to white; L2: the largest pixel change of this sample over the run does
+    amp = out["eps"] if out.get("norm", "linf") == "linf" else float(abs(panel.x[:, pos] - x0).max())
+    cols[2].image(figures.perturbation_image(xt - x0, amp, 112), caption="perturbation (amplified)")
     cols[3].image(figures.upscale(xt, 112), caption="adversarial")
     p = int(panel.pred[step, pos])
     verdict = "✅ correct" if p == out["y"][pos] else "❌ fooled"
     cols[4].markdown(f"step {step}: predicted **{names[p]}** {verdict}")
+try:
+    bars = attacking.step_readouts(out, step, pos)
+except (ValueError, KeyError) as err:
+    state.show_error(err, "Per-step bars unavailable")
+else:
+    st.plotly_chart(charts.step_bars_figure(bars, names, int(out["y"][pos]), step), key="step_bars", width="stretch",
+                    config={"displaylogo": False})
 
 c_flip, c_rob = st.columns(2)
 with c_flip:
