@@ -13,7 +13,9 @@ from .config import StudyConfig
 from .store import Store, StudyError
 
 DEFAULT_OUT = Path("docs/study")
-DEFAULT_WORK = Path("runs/study")
+DEFAULT_WORK = Path("study")
+"""Tracked in git: finished jobs and trained models travel with the repository, so a later session or
+machine resumes the study where it stopped."""
 DEFAULT_PRETRAINED = Path("pretrained/study")
 
 

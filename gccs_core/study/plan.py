@@ -4,9 +4,10 @@ Order (lowest tier first; inside a tier, configuration by configuration):
 
 0. seed 0 of every plain configuration: weight-decay selection, training, then the weak and strong
    protocols on the first chunk of test examples;
-1. seed 0: the other chunks up to ``first_n`` examples, and the diagnostics;
-2. the AT arm, seed 0: training and the strong protocol up to ``first_n``;
-3. the other seeds, plain then AT, up to ``first_n``;
+1. the other seeds of every plain configuration on the same chunk (so every difference gets its
+   interval over seeds early), and the seed-0 diagnostics;
+2. the AT arm, seed 0: training and the strong protocol on the first ``first_n`` examples;
+3. the AT arm's other seeds, the other chunks up to ``first_n``, the other seeds' diagnostics;
 4. the Carlini checks (accuracy against iterations) and the minimum-norm attack (FAB), seed 0 first;
 5. the remaining chunks up to ``n_eval`` examples;
 6. standard AutoAttack on the first ``n_autoattack`` examples, seed 0 first.
@@ -69,7 +70,7 @@ def build_jobs(cfg: StudyConfig, available_losses: tuple[str, ...], n_train: int
     for si, seed in enumerate(cfg.seeds):
         for arm in plain + at:
             is_at = bool(arm.adv_train)
-            tier = (2 if is_at else 0) if si == 0 else 3
+            tier = (2 if si == 0 else 3) if is_at else (0 if si == 0 else 1)
             j = Job("train", {"config": train_config(cfg, arm, seed), "arm": arm.name,
                               "reading": arm.loss, "sigma": arm.sigma, "adv_train": arm.adv_train, "seed": seed},
                     (tier, si, arm_index[arm.name], STAGES["train"], 0), deps=select_keys[(arm.loss, arm.sigma)],
@@ -94,8 +95,10 @@ def build_jobs(cfg: StudyConfig, available_losses: tuple[str, ...], n_train: int
             protocols = ["strong"] if is_at else ["weak", "strong"]
             for a, b in _chunks(0, n_eval, cfg.chunk):
                 early = b <= first_n
-                if early:
-                    tier = (0 if a == 0 else 1) if (si == 0 and not is_at) else (2 if si == 0 else 3)
+                if early and a == 0:
+                    tier = (2 if si == 0 else 3) if is_at else (0 if si == 0 else 1)
+                elif early:
+                    tier = 3
                 else:
                     tier = 5
                 for proto in protocols:
