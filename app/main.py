@@ -34,6 +34,7 @@ PAGES = {
     "train": st.Page("app_pages/train.py", title="Train", icon=":material/model_training:", url_path="train"),
     "compare": st.Page("app_pages/compare.py", title="Compare", icon=":material/leaderboard:", url_path="compare"),
     "learn": st.Page("app_pages/learn.py", title="Learn", icon=":material/school:", url_path="learn"),
+    "lesson": st.Page("app_pages/lesson.py", title="Lesson", icon=":material/cast_for_education:", url_path="lesson"),
 }
 DEEP_LINKS = [st.Page("app_pages/latent.py", title="Latent space", url_path="latent", visibility="hidden")]
 """Pages reachable by URL only: /latent shows the latent page (the default page itself lives at /)."""
