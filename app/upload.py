@@ -4,6 +4,8 @@ by name + a state_dict file, wrapped by ``gccs_core.weights``): size-limited, va
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
+from typing import Any
 
 import streamlit as st
 
@@ -81,20 +83,9 @@ def _own_network_box(disabled: bool) -> None:
     layer = st.text_input("Latent layer (optional, e.g. avgpool)", key="upload_layer", disabled=disabled).strip()
     up = st.file_uploader("Weights", type=["safetensors", "pt", "pth"], key="upload_weights", disabled=disabled,
                           max_upload_size=MAX_WEIGHTS_MB)
-    if up is None:
-        return
-    marker = (up.name, up.size, up.file_id, arch, dataset, layer)
-    if st.session_state.get("_upload_seen") == marker:
-        if st.session_state.get("_upload_error"):
-            st.error(st.session_state["_upload_error"])
-        return
-    st.session_state["_upload_seen"] = marker
-    st.session_state["_upload_error"] = None
-    try:
-        entry = register_weights_upload(up.name, up.getvalue(), arch, dataset, layer)
-    except (ValueError, OSError) as err:  # WeightsError and NPZError are ValueErrors
-        st.session_state["_upload_error"] = f"Could not use {up.name}: {err}"
-        st.error(st.session_state["_upload_error"])
+    entry = _register_once(up, lambda name, data: register_weights_upload(name, data, arch, dataset, layer),
+                           arch, dataset, layer)
+    if entry is None:
         return
     st.success(f"Loaded {entry.label} ({arch} on {dataset}); pick it in either panel.")
     state.set_pending(dataset=entry.dataset, right=entry.key)
@@ -129,24 +120,32 @@ def register_npz_upload(name: str, data: bytes) -> str:
     return str(path)
 
 
+def _register_once(up: Any, register: Callable[[str, bytes], Any], *settings: str) -> Any:
+    """Register an uploaded file once per upload and settings (reruns see the same file): its result, or
+    None after showing one clear message (a bad file's message stays on screen across reruns)."""
+    if up is None:
+        return None
+    marker = (up.name, up.size, up.file_id, *settings)
+    if st.session_state.get("_upload_seen") == marker:
+        if st.session_state.get("_upload_error"):
+            st.error(st.session_state["_upload_error"])
+        return None
+    st.session_state["_upload_seen"] = marker
+    st.session_state["_upload_error"] = None
+    try:
+        return register(up.name, up.getvalue())
+    except (ValueError, OSError) as err:  # CheckpointError, WeightsError and NPZError are ValueErrors
+        st.session_state["_upload_error"] = f"Could not use {up.name}: {err}"
+        st.error(st.session_state["_upload_error"])
+        return None
+
+
 def _npz_box(disabled: bool) -> None:
     st.caption(f"An .npz with x (N, C, H, W) or (N, H, W), uint8 or float in [0, 1], y integer labels, optional "
                f"class_names and split; at most {MAX_DATA_MB} MB. Then train a model on it on the Train page.")
     up = st.file_uploader("Data", type=["npz"], key="upload_data", disabled=disabled, max_upload_size=MAX_DATA_MB)
-    if up is None:
-        return
-    marker = (up.name, up.size, up.file_id)
-    if st.session_state.get("_upload_seen") == marker:
-        if st.session_state.get("_upload_error"):
-            st.error(st.session_state["_upload_error"])
-        return
-    st.session_state["_upload_seen"] = marker
-    st.session_state["_upload_error"] = None
-    try:
-        dataset = register_npz_upload(up.name, up.getvalue())
-    except (ValueError, OSError) as err:  # NPZError is a ValueError
-        st.session_state["_upload_error"] = f"Could not use {up.name}: {err}"
-        st.error(st.session_state["_upload_error"])
+    dataset = _register_once(up, register_npz_upload)
+    if dataset is None:
         return
     st.success(f"Loaded {up.name}; it is in the dataset lists now (train a model on it on the Train page).")
     state.set_pending(dataset=dataset, tr_dataset=dataset)
@@ -166,20 +165,8 @@ def upload_box(disabled: bool = False) -> None:
                "It stays in this browser session.")
     up = st.file_uploader("Checkpoint", type=["safetensors"], key="upload_file", disabled=disabled,
                           max_upload_size=MAX_UPLOAD_MB)
-    if up is None:
-        return
-    marker = (up.name, up.size, up.file_id)
-    if st.session_state.get("_upload_seen") == marker:
-        if st.session_state.get("_upload_error"):
-            st.error(st.session_state["_upload_error"])
-        return
-    st.session_state["_upload_seen"] = marker
-    st.session_state["_upload_error"] = None
-    try:
-        entry = register_upload(up.name, up.getvalue())
-    except (ValueError, OSError) as err:  # CheckpointError is a ValueError
-        st.session_state["_upload_error"] = f"Could not use {up.name}: {err}"
-        st.error(st.session_state["_upload_error"])
+    entry = _register_once(up, register_upload)
+    if entry is None:
         return
     st.success(f"Loaded {entry.label} ({entry.loss} on {entry.dataset}); pick it in either panel.")
     state.set_pending(dataset=entry.dataset, right=entry.key)
