@@ -81,9 +81,9 @@ def at_last_frame(fig: go.Figure) -> go.Figure:
     """An animation shown at its last frame (slider included): a still screen then tells the end of the story."""
     if not fig.frames:
         return fig
-    last = fig.frames[-1]
-    for i, trace in zip(last.traces, last.data):
-        fig.data[i].update(trace.to_plotly_json() if hasattr(trace, "to_plotly_json") else trace)
+    last = fig.to_dict()["frames"][-1]  # plain dicts (the app's animations are built without plotly's validation)
+    for i, trace in zip(last["traces"], last["data"]):
+        fig.data[i].update({k: v for k, v in trace.items() if k != "type"})
     if fig.layout.sliders:
         fig.layout.sliders[0].active = len(fig.frames) - 1
     return fig
