@@ -22,6 +22,8 @@ if c3.button("Train GCCS live", key="preset_train", width="stretch"):
     state.set_pending(tr_dataset="digits", tr_loss="gccs", tr_epochs=5, tr_sigma=1.0, tr_radius=10.0, tr_latent_dim=16,
                        tr_lam=0.0, tr_adv=False, autorun_train=True)
     st.switch_page(st.session_state["_pages"]["train"])
+st.page_link(st.session_state["_pages"]["lesson"], label="Lesson: why GCCS looked robust under a weak attack (5 steps)",
+             icon=":material/cast_for_education:")
 st.caption("Teacher mode (sidebar, or `?teacher=1` in the URL) hides the controls and enlarges the plots. The URL always "
            "holds the dataset, models, projection and attack settings: copy it to share exactly this view.")
 
