@@ -37,7 +37,8 @@ PAGES = {
     "lesson": st.Page("app_pages/lesson.py", title="Lesson", icon=":material/cast_for_education:", url_path="lesson"),
 }
 DEEP_LINKS = [st.Page("app_pages/latent.py", title="Latent space", url_path="latent", visibility="hidden")]
-"""Pages reachable by URL only: /latent shows the latent page (the default page itself lives at /)."""
+# Pages reachable by URL only: /latent shows the latent page (the default page itself lives at /).
+# (A comment, not a string: Streamlit magic would print a bare string at the top of every page.)
 st.session_state["_pages"] = PAGES
 page = st.navigation(list(PAGES.values()) + DEEP_LINKS, position="top" if state.teacher() else "sidebar")
 
