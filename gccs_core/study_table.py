@@ -129,13 +129,15 @@ def planned(results: dict[str, Any]) -> dict[str, Any]:
     names = {f.name for f in fields(StudyConfig)}
     cfg = StudyConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in settings.items() if k in names})
     arms = plain_arms(cfg, tuple(cfg.readings)) + (at_arms(cfg, tuple(cfg.readings)) if cfg.at_arm else [])
+    norms = settings.get("norms") or [settings.get("norm", "linf")]  # the study's results are L-inf unless it says
     return {"dataset": cfg.dataset, "arms": [a.name for a in arms], "seeds": [int(s) for s in cfg.seeds],
-            "eps": [float(e) for e in cfg.eps], "n_eval": int(cfg.n_eval)}
+            "eps": [float(e) for e in cfg.eps], "n_eval": int(cfg.n_eval), "norms": [str(n) for n in norms]}
 
 
 def missing(results: dict[str, Any], protocol: str, norm: str = "linf") -> dict[str, Any]:
     """What the plan holds and ``protocol`` / ``norm`` lacks so far: ``arms`` without any result, ``seeds``
-    (arm -> planned seeds not evaluated yet), ``partial_n`` (arm -> examples evaluated, when fewer than planned)."""
+    (arm -> planned seeds not evaluated yet), ``partial_n`` (arm -> examples evaluated, when fewer than planned).
+    ``norm_planned`` is False for a norm the study does not evaluate (then nothing counts as missing)."""
     _check(protocol, norm)
     plan = planned(results)
     have: dict[str, set[int]] = {}
@@ -145,13 +147,14 @@ def missing(results: dict[str, Any], protocol: str, norm: str = "linf") -> dict[
             arm = arm_of(row)
             have.setdefault(arm, set()).add(int(row["seed"]))
             n_by_arm[arm] = min(n_by_arm.get(arm, int(row["n"])), int(row["n"]))
-    arms = plan.get("arms", sorted(have))
+    norm_planned = norm in plan.get("norms", [norm]) or bool(have)
+    arms = plan.get("arms", sorted(have)) if norm_planned else []
     seeds = plan.get("seeds", [])
     n_eval = plan.get("n_eval")
     return {"arms": [a for a in arms if a not in have],
             "seeds": {a: [s for s in seeds if s not in have[a]] for a in arms if a in have and set(seeds) - have[a]},
             "partial_n": {a: n for a, n in n_by_arm.items() if n_eval and n < n_eval},
-            "planned_arms": arms, "planned_seeds": seeds, "n_eval": n_eval}
+            "planned_arms": arms, "planned_seeds": seeds, "n_eval": n_eval, "norm_planned": norm_planned}
 
 
 def attack_breaks(results: dict[str, Any], model: str, protocol: str) -> list[dict[str, Any]]:

@@ -88,9 +88,13 @@ if rows:
     frame = pd.DataFrame([{k: r[k] for k in cols} for r in rows])
     frame["seeds"] = frame["seeds"].map(lambda s: ", ".join(map(str, s)))
     st.dataframe(frame, hide_index=True, width="stretch", key="study_table")
-else:
+gone = study_table.missing(results, protocol, norm)
+if not rows and not gone["norm_planned"]:
+    st.info(f"The study does not evaluate {label}: its plan holds "
+            f"{', '.join(comparing.NORM_LABELS.get(n, n) for n in plan.get('norms', []))} only.")
+elif not rows:
     st.info(f"The study has no {label} readings under the {protocol} protocol yet.")
-for line in comparing.missing_text(study_table.missing(results, protocol, norm)):
+for line in comparing.missing_text(gone):
     st.caption("Missing: " + line)
 names = study_table.study_models(results, protocol)
 if names:

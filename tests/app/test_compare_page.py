@@ -97,7 +97,8 @@ def test_the_protocol_selector_shows_that_protocols_study_rows_with_intervals(pr
 def test_the_study_in_l2_and_a_broken_or_absent_results_file(pretrained, study, tmp_path, monkeypatch):
     at = run_app({"norm": "l2"}, page="compare")
     assert not at.exception
-    assert any("no L2 readings under the strong protocol" in i.value for i in at.info)
+    assert any("The study does not evaluate L2: its plan holds L∞ only" in i.value for i in at.info)
+    assert not any(c.value.startswith("Missing:") for c in at.caption)
     study.write_text('{"rows": [{"reading": "gccs"}]}')
     at = run_app(page="compare")
     assert not at.exception
