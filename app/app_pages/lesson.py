@@ -181,7 +181,8 @@ else:
         "(cross-entropy attacks); the **strong** one takes, per example, the worst case over margin, DLR, APGD and "
         "gradient-free attacks. The chart puts both side by side, with the gap labelled: first these samples under "
         "this lesson's two attacks, then the model's shipped robustness report, then the study's results for a "
-        "model of the same recipe where they exist.")
+        "model of the same recipe where they exist. A cross-entropy attack with random starts and restarts (the "
+        "report's PGD-CE, APGD-CE) escapes part of the masking, so the report's gap can be smaller than this lesson's.")
     try:
         with st.spinner("Sweeping eps on these samples…"):
             readings, notes = lesson_data.readings(entry, les, idx)

@@ -78,3 +78,10 @@ def test_teacher_mode_shows_the_lesson_in_the_top_navigation(pretrained: dict[st
     at = run_app({"teacher": "1", "step": "2"}, page="lesson")
     _check_step(at, 2)
     assert at.session_state["teacher"] is True
+
+
+def test_learn_page_links_the_lesson(pretrained: dict[str, Path]) -> None:
+    at = run_app(page="learn")
+    assert not at.exception
+    links = [el for el in at.get("page_link") if "why GCCS looked robust" in el.proto.label]
+    assert links and links[0].proto.page.endswith("lesson"), [el.proto for el in at.get("page_link")]
