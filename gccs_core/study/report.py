@@ -98,8 +98,10 @@ def _design(cfg: StudyConfig, data: dict[str, Any]) -> list[str]:
          f" for the readings {', '.join(cfg.at_readings)} (chosen before any result) with the margin inner objective, and"
          " GCCS with the CE inner objective as the labelled control for the saturation confound.",
          f"* **Weak protocol**: FGSM-CE; PGD-40-CE from the clean input; MIM-CE (10 steps of eps/10); PGD-40-CE targeted"
-         f" to a random wrong label; Carlini-Wagner L2 (ART, {cfg.cw_steps} iterations x 5 binary-search steps, counted at"
-         f" eps when its L-inf size fits); Square on the softmax probabilities ({cfg.weak_square_queries} queries).",
+         f" to a random wrong label; Square on the softmax probabilities ({cfg.weak_square_queries} queries); Carlini-Wagner"
+         f" L2 (ART, {cfg.cw_steps} iterations x 5 binary-search steps, counted at eps when its L-inf size fits). A"
+         " cascade in that order, each attack on the examples the earlier ones left correct (CW once, on every eps's"
+         " survivors): the per-example result is that of running every attack on every example.",
          f"* **Strong protocol**: per-example worst case over PGD-margin and PGD-DLR ({cfg.steps} steps x {cfg.restarts}"
          f" restarts), PGD-latent (prototype models), APGD-CE and APGD-DLR ({cfg.steps} iterations), targeted PGD-margin"
          f" toward the 3 nearest wrong vertices ({cfg.steps} steps each), transfer of PGD-margin examples from the CE"
