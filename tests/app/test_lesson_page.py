@@ -85,3 +85,14 @@ def test_learn_page_links_the_lesson(pretrained: dict[str, Path]) -> None:
     assert not at.exception
     links = [el for el in at.get("page_link") if "why GCCS looked robust" in el.proto.label]
     assert links and links[0].proto.page.endswith("lesson"), [el.proto for el in at.get("page_link")]
+
+
+def test_step_presets_open_the_attack_page_on_the_same_samples(pretrained: dict[str, Path]) -> None:
+    at = run_app({"step": "4"}, page="lesson")
+    plane = (at.session_state["ls_class"],)
+    at.button(key="lesson_preset_margin").click().run()
+    assert not at.exception, at.exception
+    assert at.session_state["objective"] == "margin" and at.session_state["method"] == "decision"
+    assert at.session_state["plane_y"] == plane[0] and at.session_state["samples"] == "one class"
+    assert any(t.value == "Attack" for t in at.title)
+    assert "attack_out" in at.session_state, "the preset runs the attack at once"
