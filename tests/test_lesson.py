@@ -114,7 +114,7 @@ def test_report_reading_is_the_report() -> None:
 
 
 def test_study_readings_real_partial_and_missing(tmp_path: Path) -> None:
-    data = json.loads(DEFAULT_RESULTS.read_text())
+    data = json.loads(DEFAULT_RESULTS.read_text())  # the study's file as it stands (it grows while the study runs)
     readings, _ = study_readings(DEFAULT_RESULTS, dataset="mnist5k", loss="gccs", sigma=1.0)
     expected = {r["model"] for r in data["rows"] if r.get("loss") == "gccs" and r.get("reading") == "gccs"
                 and r.get("sigma") == 1.0 and not r.get("adv_train")}
@@ -123,18 +123,19 @@ def test_study_readings_real_partial_and_missing(tmp_path: Path) -> None:
         for e, w in zip(rd.eps, rd.weak):
             row = [x for x in data["rows"] if x["model"] == rd.model and x["protocol"] == "weak" and x["eps"] == e]
             assert (w is None) == (not row) and (not row or w == row[0]["robust"])
-    # a partial file: weak rows only -> strong is None and the note says so
-    partial = {"settings": {"dataset": "mnist5k"},
-               "rows": [dict(r, model="m") for r in data["rows"] if r["protocol"] == "weak"][:2]}
-    for r in partial["rows"]:
-        r.update(loss="gccs", reading="gccs", sigma=1.0, adv_train=False)
+    # a partial file in the study's row layout: weak rows only -> strong is None and the note says so
+    rows = [{"model": "m", "loss": "gccs", "reading": "gccs", "sigma": 1.0, "adv_train": False, "protocol": "weak",
+             "norm": "linf", "eps": e, "robust": r, "n": 250} for e, r in ((0.05, 0.6), (0.1, 0.2))]
     path = tmp_path / "results.json"
-    path.write_text(json.dumps(partial))
+    path.write_text(json.dumps({"settings": {"dataset": "mnist5k"}, "rows": rows}))
     (rd,), notes = study_readings(path, dataset="mnist5k", loss="gccs", sigma=1.0)
+    assert rd.eps == (0.05, 0.1) and rd.weak == (0.6, 0.2)
     assert all(s is None for s in rd.strong) and all(g is None for g in rd.gap)
     assert any("strong protocol not finished" in n for n in notes)
+    assert study_readings(path, dataset="mnist5k", loss="gccs", sigma=3.73)[0] == []  # another sigma: not this recipe
     assert study_readings(tmp_path / "none.json", dataset="mnist5k", loss="gccs", sigma=1.0)[1][0].endswith("yet.")
-    assert "not 'digits'" in study_readings(DEFAULT_RESULTS, dataset="digits", loss="gccs", sigma=1.0)[1][0]
+    if data.get("settings", {}).get("dataset") == "mnist5k":
+        assert "not 'digits'" in study_readings(DEFAULT_RESULTS, dataset="digits", loss="gccs", sigma=1.0)[1][0]
     readings, notes = protocol_readings("no-such-model", dataset="digits", loss="gccs", reports_dir=tmp_path)
     assert readings == [] and any("no shipped robustness report" in n for n in notes)
 
