@@ -56,8 +56,15 @@ def state_to_url() -> None:
                 st.query_params[key] = text
 
 
+ATTACK_PRESET_DEFAULTS: dict[str, Any] = {"norm": "linf", "transfer": "none"}
+"""What an attack preset (``autorun_attack``) runs in unless it says otherwise: the L-inf ball, white-box (a
+preset's eps is an L-inf radius; the user's last L2 or transfer choice must not change its meaning)."""
+
+
 def set_pending(**values: Any) -> None:
     """Change widget-backed state on the next run (a widget's key cannot change after it is drawn)."""
+    if values.get("autorun_attack"):
+        values = {**ATTACK_PRESET_DEFAULTS, **values}
     st.session_state.setdefault("_pending", {}).update(values)
 
 

@@ -129,3 +129,14 @@ def test_step_bars_show_vertex_distances_and_class_scores_of_the_chosen_sample(p
     at.slider(key="img_step").set_value(4).run()
     moved = arr(_bars(at)["data"][0]["y"])
     assert not np.allclose(moved, dist) and int(np.argmin(moved)) == int(out["panels"][0].pred[4, 2])
+
+
+def test_a_preset_runs_in_linf_white_box_whatever_was_chosen_before(pretrained):
+    at = run_app({"norm": "l2", "eps": "2.0", "transfer": "left"}, page="attack")
+    assert at.session_state["norm"] == "l2"
+    at.switch_page("app_pages/learn.py").run()
+    at.button(key="preset_pgd").click().run()
+    assert not at.exception and not errors(at)
+    out = at.session_state["attack_out"]
+    assert (out["norm"], out["transfer"], out["eps"]) == ("linf", "none", 0.2)
+    assert not any(i.value.startswith("Transfer:") for i in at.info)
