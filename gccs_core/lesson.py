@@ -199,6 +199,10 @@ def run_lesson(model: LatentClassifier, x: torch.Tensor, y: torch.Tensor, *, eps
     z0, s0 = embed_batched(model, x)
     scores = s0.numpy().astype(np.float64)
     weak, strong = (_attack(model, x, yt, how, float(eps), int(steps), seed) for how in (WEAK, STRONG))
+    k = int(model.num_classes)
+    for name, value in (("plane_y", plane_y), ("plane_t", plane_t)):
+        if value is not None:
+            check_int(name, value, 0, k - 1)
     if plane_y is None:
         plane_y = int(Counter(y_np.tolist()).most_common(1)[0][0])
     if plane_t is None:
@@ -233,11 +237,13 @@ def live_sweep(model: LatentClassifier, x: torch.Tensor, y: torch.Tensor, eps_li
 
     from .attacks import run_attack
 
-    _check_inputs(x, y, max(eps_list, default=1.0) or 1.0, steps)
+    if len(eps_list) == 0:
+        raise ValueError("eps_list is empty: give at least one eps > 0.")
+    for eps in eps_list:
+        _check_inputs(x, y, eps, steps)
     yt = torch.as_tensor(np.asarray(y, dtype=np.int64)) if not torch.is_tensor(y) else y
     weak, strong = [], []
     for eps in eps_list:
-        check_number("eps", eps, 0.0)
         ok = {}
         for how in (WEAK, STRONG):
             res = run_attack(model, x, yt, attack="pgd", eps=float(eps), steps=steps, objective=how["objective"],

@@ -15,6 +15,7 @@ from gccs_core.evaluate import zero_gradient_fraction
 from gccs_core.lesson import (
     DEFAULT_RESULTS,
     UNDERFLOW_GAP,
+    live_sweep,
     main,
     protocol_readings,
     report_reading,
@@ -99,6 +100,21 @@ def test_bad_input_is_named(digits) -> None:  # type: ignore[no-untyped-def]
         run_lesson(model, data.x[:0], data.y[:0])
     with pytest.raises(ValueError, match="t=3"):
         run_lesson(model, data.x[:4], data.y[:4], plane_y=3, plane_t=3)
+    with pytest.raises(ValueError, match="plane_y"):
+        run_lesson(model, data.x[:4], data.y[:4], plane_y=12)
+    with pytest.raises(ValueError, match="eps_list"):
+        live_sweep(model, data.x[:4], data.y[:4], [])
+    with pytest.raises(ValueError, match="eps"):
+        live_sweep(model, data.x[:4], data.y[:4], [0.1, -0.2])
+
+
+def test_live_sweep_weak_never_below_strong(digits) -> None:  # type: ignore[no-untyped-def]
+    model, data, pool = digits
+    idx = pool[data.y.numpy()[pool] == 3][:40]
+    r = live_sweep(model, data.x[idx], data.y[idx], [0.1, 0.2], steps=20)
+    assert r.source == "live" and r.n == len(idx)
+    assert all(w >= s for w, s in zip(r.weak, r.strong))
+    assert r.gap[1] > 0.25  # eps 0.2: the same figures as the lesson (PGD-CE 40%, worst of both 0%)
 
 
 def test_report_reading_is_the_report() -> None:
