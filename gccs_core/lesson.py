@@ -384,6 +384,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--reports", default=str(DEFAULT_REPORTS), help="folder of the shipped robustness reports")
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     args = ap.parse_args(argv)
+    try:
+        return _run_cli(args)
+    except (OSError, ValueError) as err:  # CheckpointError is a ValueError
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+def _run_cli(args: argparse.Namespace) -> int:
     from .checkpoint import load_model_with_metadata
     from .data import load_dataset
     from .views import VIEW_SEED, sample_indices, view_samples
@@ -394,7 +402,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     data = load_dataset(dataset, "test")
     labels = data.y.numpy()
     if not 0 <= args.cls < model.num_classes:
-        raise SystemExit(f"--class {args.cls} is invalid: allowed classes are 0..{model.num_classes - 1}.")
+        raise ValueError(f"--class {args.cls} is invalid: allowed classes are 0..{model.num_classes - 1}.")
     check_int("n", args.n, 1)
     pool = sample_indices(labels, view_samples(dataset), VIEW_SEED)
     idx = pool[labels[pool] == args.cls][: args.n]

@@ -161,3 +161,10 @@ def test_cli_prints_the_figures(capsys: pytest.CaptureFixture[str]) -> None:
     out = json.loads(capsys.readouterr().out)
     assert out["n"] == 12 and out["weak"]["accuracy"] >= out["strong"]["accuracy"]
     assert out["readings"][0]["source"] == "report"
+
+
+def test_cli_bad_input_is_one_line(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    assert main(["--model", str(tmp_path / "nope.safetensors")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert main(["--model", str(CKPT), "--class", "12"]) == 2
+    assert "--class 12 is invalid: allowed classes are 0..9" in capsys.readouterr().err
