@@ -13,7 +13,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-WEAK_COLOUR, STRONG_COLOUR = "#56b4e9", "#0b3c5d"
+WEAK_COLOUR, STRONG_COLOUR = "#56b4e9", "#d55e00"  # Okabe-Ito: colour-vision-safe, visible on light and dark
 ZERO_COLOUR, NONZERO_COLOUR = "#e69f00", "#999999"
 FONT = 18
 
@@ -28,7 +28,7 @@ def gap_figure(gap: np.ndarray, zero: np.ndarray, threshold: float, height: int 
     fig = go.Figure()
     for mask, name, colour in ((~zero, "non-zero CE gradient", NONZERO_COLOUR), (zero, "zero CE gradient", ZERO_COLOUR)):
         fig.add_trace(go.Histogram(x=gap[mask], name=name, xbins=bins, marker_color=colour))
-    fig.add_vline(x=threshold, line_dash="dash", line_color="black",
+    fig.add_vline(x=threshold, line_dash="dash", line_color="#888888",
                   annotation_text=f"float32 underflow: gap {threshold:.1f}", annotation_position="top left",
                   annotation_font_size=FONT - 2)
     fig.update_layout(barmode="stack", height=height, font={"size": FONT}, margin={"l": 10, "r": 10, "t": 50, "b": 10},
