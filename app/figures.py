@@ -10,6 +10,8 @@ shapes named ``Gaussian <class>``.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -24,7 +26,53 @@ from gccs_core.views import Panel
 # 'pandas' has no attribute 'Series'" (found by tests/test_many_users.py). Importing it here, under the import
 # lock, means every thread that draws sees pandas complete.
 
-PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
+PALETTE = ("#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7", "#332288", "#DDCC77", "#117733")
+"""The one class palette (PALETTE_NOTE says where it comes from and what was checked)."""
+PALETTE_NOTE = "placeholder"
+
+
+@dataclass(frozen=True)
+class Ink:
+    """The non-class colours of a figure for one app theme: outlines, rings, boundary, trails, edges."""
+
+    kind: str
+    text: str  # star outlines, the misclassified ring, the decision boundary, the selection ring
+    halo: str  # thin outline around points, the background's colour
+    trail: str
+    path: str
+    edge: str
+    muted: str  # bars that are not highlighted
+    template: str  # plotly template of a figure shown outside the app (the HTML export)
+
+
+INKS = {
+    "light": Ink("light", "#000000", "#ffffff", "rgba(40,40,40,0.55)", "rgba(60,60,60,0.15)", "rgba(80,80,80,0.18)",
+                 "rgba(120,120,120,0.5)", "plotly_white"),
+    "dark": Ink("dark", "#f5f5f5", "#0e1117", "rgba(230,230,230,0.6)", "rgba(215,215,215,0.18)",
+                "rgba(210,210,210,0.25)", "rgba(165,165,165,0.55)", "plotly_dark"),
+}
+_THEME: ContextVar[str] = ContextVar("gccs_figure_theme", default="light")
+
+
+def use_theme(kind: str | None) -> str:
+    """Draw the figures of this thread (one Streamlit script run) for the ``light`` or ``dark`` theme.
+
+    ``kind`` is ``st.context.theme.type``; None (not known yet) or anything else means light.
+    Inside the app, Streamlit's own plotly template already follows the theme (backgrounds, fonts,
+    grid); this switches the colours the figures set themselves.
+    """
+    kind = kind if kind in INKS else "light"
+    _THEME.set(kind)
+    return kind
+
+
+def ink() -> Ink:
+    return INKS[_THEME.get()]
+
+
+def summary_lines(what: str, values: Mapping[str, Any]) -> str:
+    """One-line text summary of a chart for its caption (what a screen reader or a printout gets)."""
+    return f"{what}: " + "; ".join(f"{k} {v}" for k, v in values.items()) + "."
 
 
 SINGULAR = {"simplex vertices": "simplex vertex", "class means": "class mean", "learned centres": "learned centre"}
@@ -94,13 +142,13 @@ def prototype_traces(coords: np.ndarray, kind: str, class_names: Sequence[str], 
     if edges and kind == "simplex vertices" and len(idx) > 1:
         ex, ey = _gapped([coords[[a, b]] for a in idx for b in idx if a < b])
         traces.append({"type": "scatter", "x": ex, "y": ey, "mode": "lines", "name": "simplex edges",
-                       "line": {"color": "rgba(80,80,80,0.18)", "width": 1}, "hoverinfo": "skip", "showlegend": False,
+                       "line": {"color": ink().edge, "width": 1}, "hoverinfo": "skip", "showlegend": False,
                        "xaxis": xaxis, "yaxis": yaxis})
     traces.append({
         "type": "scatter", "x": coords[idx, 0], "y": coords[idx, 1], "mode": "markers+text", "name": kind,
         "text": [str(class_names[k]) for k in idx], "textposition": "top center", "textfont": {"size": 14},
         "marker": {"symbol": "star", "size": 18, "color": [class_colour(k) for k in idx],
-                   "line": {"color": "black", "width": 1.5}},
+                   "line": {"color": ink().text, "width": 1.5}},
         "hovertemplate": "%{text}: " + singular(kind) + "<extra></extra>", "xaxis": xaxis, "yaxis": yaxis})
     return traces
 
@@ -132,7 +180,7 @@ def latent_figure(view: Mapping[str, Any], method: str, title: str, height: int 
             data.append({"type": "scatter", "x": coords[m, 0], "y": coords[m, 1], "mode": "markers", "name": name,
                          "legendgroup": f"c{k}",
                          "marker": {"size": 7, "color": class_colour(k), "symbol": symbols.tolist(), "opacity": 0.8,
-                                    "line": {"width": 0.5, "color": "white"}},
+                                    "line": {"width": 0.5, "color": ink().halo}},
                          "customdata": custom[m].tolist(), "hovertemplate": hover})
     protos = np.asarray(view[f"proto_coords/{method}"])
     if three_d:
@@ -140,7 +188,7 @@ def latent_figure(view: Mapping[str, Any], method: str, title: str, height: int 
         data.append({"type": "scatter3d", "x": protos[ok, 0], "y": protos[ok, 1], "z": protos[ok, 2],
                      "mode": "markers+text", "name": kind, "text": [names[k] for k in np.flatnonzero(ok)],
                      "marker": {"symbol": "diamond", "size": 8, "color": [class_colour(k) for k in np.flatnonzero(ok)],
-                                "line": {"color": "black", "width": 1}}})
+                                "line": {"color": ink().text, "width": 1}}})
     else:
         if f"ellipse/{method}" in view:
             data += ellipse_traces(np.asarray(view[f"ellipse/{method}"]), names)
@@ -148,7 +196,7 @@ def latent_figure(view: Mapping[str, Any], method: str, title: str, height: int 
         if selected is not None and 0 <= selected < len(y):
             data.append({"type": "scatter", "x": [coords[selected, 0]], "y": [coords[selected, 1]], "mode": "markers",
                          "name": "selected", "hoverinfo": "skip", "showlegend": False,
-                         "marker": {"size": 22, "color": "rgba(0,0,0,0)", "line": {"color": "black", "width": 3}}})
+                         "marker": {"size": 22, "color": "rgba(0,0,0,0)", "line": {"color": ink().text, "width": 3}}})
     boundary = view.get(f"boundary/{method}")
     if boundary is not None and not three_d:
         data.append(boundary_trace(np.asarray(boundary)))
@@ -165,10 +213,18 @@ def latent_figure(view: Mapping[str, Any], method: str, title: str, height: int 
     return _unvalidated_figure({"data": data, "layout": layout})
 
 
+def with_new_point(fig: go.Figure, xy: np.ndarray, label: str) -> go.Figure:
+    """Add one new input's position (a large ringed cross named ``your picture``) to a 2-D latent figure."""
+    fig.add_trace(go.Scatter(x=[float(xy[0])], y=[float(xy[1])], mode="markers+text", name="your picture",
+                             text=[label], textposition="bottom center", hovertemplate=label + "<extra></extra>",
+                             marker={"symbol": "x-thin-open", "size": 26, "line": {"width": 4, "color": ink().text}}))
+    return fig
+
+
 def boundary_trace(segment: np.ndarray, xaxis: str = "x", yaxis: str = "y") -> dict[str, Any]:
     """The decision boundary of a decision plane: the exact line it is there (dashed)."""
     return {"type": "scatter", "x": segment[:, 0], "y": segment[:, 1], "mode": "lines", "name": "decision boundary",
-            "line": {"color": "black", "width": 2, "dash": "dash"}, "hoverinfo": "skip", "xaxis": xaxis, "yaxis": yaxis}
+            "line": {"color": ink().text, "width": 2, "dash": "dash"}, "hoverinfo": "skip", "xaxis": xaxis, "yaxis": yaxis}
 
 
 def selected_position(point: dict[str, Any]) -> int | None:
@@ -234,7 +290,7 @@ def animation_figure(panels: Sequence[Panel], class_names: Sequence[str], frame_
         if trails:  # the last TRAIL_STEPS steps: frames stay small (O(T N), not O(T^2 N))
             xs, ys = _paths(frames, max(0, t - TRAIL_STEPS), t)
             out.append({"type": "scatter", "x": xs, "y": ys, "mode": "lines", "name": f"trails {col}",
-                        "line": {"color": "rgba(40,40,40,0.55)", "width": 1.5}, "hoverinfo": "skip",
+                        "line": {"color": ink().trail, "width": 1.5}, "hoverinfo": "skip",
                         "showlegend": False, "xaxis": xa, "yaxis": ya})
         # Numeric colours (class index on a discrete colour scale) and outline widths: numpy arrays are serialised
         # as compact binary, far smaller and faster than per-point strings or symbols, which matters with many frames.
@@ -243,7 +299,7 @@ def animation_figure(panels: Sequence[Panel], class_names: Sequence[str], frame_
             "mode": "markers", "name": f"moving {col}", "showlegend": False, "xaxis": xa, "yaxis": ya,
             "marker": {"size": 10, "color": np.asarray(colour_cls, dtype=np.float32), "colorscale": scale, "cmin": 0,
                        "cmax": max(1, len(names) - 1),
-                       "line": {"color": "black", "width": np.where(pred[t] == y, 0.8, 3.0).astype(np.float32)}},
+                       "line": {"color": ink().text, "width": np.where(pred[t] == y, 0.8, 3.0).astype(np.float32)}},
             **_moving_hover(p, t)})
         return out
 
@@ -265,7 +321,7 @@ def animation_figure(panels: Sequence[Panel], class_names: Sequence[str], frame_
         if trails and p.n_frames > 1:
             px, py = _paths(p.frames, 0, p.n_frames - 1)
             data.append({"type": "scatter", "x": px, "y": py, "mode": "lines", "name": f"paths {col}",
-                         "line": {"color": "rgba(60,60,60,0.15)", "width": 0.8}, "hoverinfo": "skip",
+                         "line": {"color": ink().path, "width": 0.8}, "hoverinfo": "skip",
                          "showlegend": False, "xaxis": xa, "yaxis": ya})
         start = len(data)
         data += moving_data(p, 0, col, xa, ya)
@@ -314,6 +370,7 @@ def _unvalidated_figure(spec: dict[str, Any]) -> go.Figure:
     plotly has a (private) ``_validate`` switch for data and layout but none for frames, so the frames
     are attached directly; a plotly without these internals gets the validated (slower) figure.
     """
+    spec["layout"]["meta"] = {"gccs_theme": _THEME.get()}  # the theme its colours were chosen for (see figure_html)
     try:
         fig = go.Figure({"data": spec["data"], "layout": spec["layout"]}, _validate=False)
         if spec.get("frames"):
@@ -323,12 +380,18 @@ def _unvalidated_figure(spec: dict[str, Any]) -> go.Figure:
         return go.Figure(spec)
 
 
+SERIES_DASHES = ("solid", "dash", "dot", "dashdot", "longdash", "longdashdot")
+"""Line styles of the series of a line chart: a cue besides colour."""
+
+
 def line_figure(x: Sequence[float], series: dict[str, Sequence[float]], title: str, xlabel: str, ylabel: str,
                 height: int = 300, y_range: list[float] | None = None) -> go.Figure:
-    """Small line chart, one line per named series."""
+    """Small line chart, one line per named series (palette colour and a dash style each)."""
     fig = go.Figure()
-    for name, values in series.items():
-        fig.add_trace(go.Scatter(x=list(x), y=list(values), mode="lines+markers", name=name))
+    for i, (name, values) in enumerate(series.items()):
+        fig.add_trace(go.Scatter(x=list(x), y=list(values), mode="lines+markers", name=name,
+                                 line={"color": PALETTE[(4 + i) % len(PALETTE)],
+                                       "dash": SERIES_DASHES[i % len(SERIES_DASHES)]}))
     fig.update_layout(title={"text": title}, height=height, margin={"l": 10, "r": 10, "t": 40, "b": 10},
                       xaxis_title=xlabel, yaxis_title=ylabel)
     if y_range is not None:
@@ -336,10 +399,29 @@ def line_figure(x: Sequence[float], series: dict[str, Sequence[float]], title: s
     return fig
 
 
+def overlay_figures(runs: Mapping[str, Sequence[Mapping[str, float]]], height: int = 340) -> tuple[go.Figure, go.Figure]:
+    """Test accuracy and training loss per epoch of several runs (label -> history records), one line per run."""
+    figs = []
+    for key, title, ylabel, log in (("test_accuracy", "test accuracy per epoch", "test accuracy", False),
+                                    ("train_loss", "training loss per epoch", "training loss (log)", True)):
+        fig = go.Figure()
+        for i, (label, history) in enumerate(runs.items()):
+            rows = [h for h in history if key in h]
+            fig.add_trace(go.Scatter(x=[h["epoch"] for h in rows], y=[h[key] for h in rows], mode="lines+markers",
+                                     name=label, line={"color": PALETTE[(4 + i) % len(PALETTE)],
+                                                       "dash": SERIES_DASHES[i % len(SERIES_DASHES)]}))
+        fig.update_layout(title={"text": title}, height=height, margin={"l": 10, "r": 10, "t": 40, "b": 10},
+                          xaxis_title="epoch", yaxis_title=ylabel, legend={"orientation": "h", "y": -0.25})
+        if log:
+            fig.update_yaxes(type="log")
+        figs.append(fig)
+    return figs[0], figs[1]
+
+
 def distance_bars(dist: np.ndarray, class_names: Sequence[str], kind: str, predicted: int, height: int = 220) -> go.Figure:
     """Distance from one sample to every prototype; the predicted class highlighted."""
     names = [str(c) for c in class_names]
-    colours = [class_colour(k) if k == predicted else "rgba(120,120,120,0.5)" for k in range(len(names))]
+    colours = [class_colour(k) if k == predicted else ink().muted for k in range(len(names))]
     fig = go.Figure(go.Bar(x=names, y=np.asarray(dist, dtype=float), marker={"color": colours}, name="distance"))
     fig.update_layout(title={"text": f"distance to each {singular(kind)}"}, height=height,
                       margin={"l": 10, "r": 10, "t": 40, "b": 10})
@@ -364,6 +446,12 @@ def perturbation_image(delta: np.ndarray, eps: float, size: int = 112) -> np.nda
 
 def figure_html(fig: go.Figure, title: str) -> str:
     """A figure (animation included) as one self-contained HTML page: plotly.js embedded, works offline."""
-    return fig.to_html(include_plotlyjs=True, include_mathjax=False, full_html=True, auto_play=False,
-                       config={"displaylogo": False}, default_width="100%", div_id="gccs-figure").replace(
+    import plotly.io as pio
+
+    spec = fig.to_dict()  # the page's figure keeps Streamlit's theme-following template; the file gets plotly's own
+    theme = (spec["layout"].get("meta") or {}).get("gccs_theme", "light")
+    spec["layout"]["template"] = pio.templates[INKS[theme if theme in INKS else "light"].template]
+    return pio.to_html(spec, validate=False, include_plotlyjs=True, include_mathjax=False, full_html=True,
+                       auto_play=False, config={"displaylogo": False}, default_width="100%",
+                       div_id="gccs-figure").replace(
         "<head>", f"<head><meta charset='utf-8'><title>{title}</title>", 1)

@@ -15,13 +15,14 @@ os.environ.setdefault("NUMBA_CACHE_DIR", str(Path(__file__).resolve().parent.par
 
 import streamlit as st  # noqa: E402
 
-from app import loaders, registry, state  # noqa: E402
+from app import figures, loaders, registry, state  # noqa: E402
 from app.upload import upload_box  # noqa: E402
 
 METHOD_LABELS = {"simplex": "Simplex view (exact)", "pca": "PCA", "lda": "LDA", "umap": "UMAP (approximate)",
                  "decision": "Decision plane (exact, two classes)"}
 
 st.set_page_config(page_title="GCCS Explorer", page_icon=":material/hub:", layout="wide")
+figures.use_theme(st.context.theme.type)  # the figures' own colours follow the light or dark theme
 state.state_from_url()
 state.apply_pending()
 state.keep_state()
@@ -33,6 +34,7 @@ PAGES = {
     "attack": st.Page("app_pages/attack.py", title="Attack", icon=":material/my_location:", url_path="attack"),
     "train": st.Page("app_pages/train.py", title="Train", icon=":material/model_training:", url_path="train"),
     "compare": st.Page("app_pages/compare.py", title="Compare", icon=":material/leaderboard:", url_path="compare"),
+    "draw": st.Page("app_pages/draw.py", title="Draw a digit", icon=":material/draw:", url_path="draw"),
     "learn": st.Page("app_pages/learn.py", title="Learn", icon=":material/school:", url_path="learn"),
     "lesson": st.Page("app_pages/lesson.py", title="Lesson", icon=":material/cast_for_education:", url_path="lesson"),
 }

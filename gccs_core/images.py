@@ -12,10 +12,14 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .data import dataset_info
+
+if TYPE_CHECKING:
+    from .models import LatentClassifier
 
 MAX_BYTES = 20 * 1024 * 1024
 MAX_SIDE = 4096
@@ -169,3 +173,29 @@ def image_input(image: bytes | np.ndarray, dataset: str, invert: bool | None = N
     rgb = pixels[..., :3] if pixels.shape[2] >= 3 else np.repeat(pixels[..., :1], 3, axis=2)
     out = np.stack([_resize(rgb[..., k], w, h) for k in range(3)])
     return np.clip(out, 0.0, 1.0)[None].astype(np.float32)
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where one input lands for one model: its latent, class scores, prediction and prototype distances."""
+
+    z: np.ndarray  # (d,)
+    scores: np.ndarray  # (K,)
+    pred: int
+    distances: np.ndarray  # (K,) to the given prototypes
+
+
+def place_input(model: LatentClassifier, x: np.ndarray, prototypes: np.ndarray) -> Placement:
+    """Embed one input ``x`` (1, C, H, W) with ``model`` (eval mode) and measure it against ``prototypes`` (K, d)."""
+    import torch
+
+    from .models import embed_batched
+    from .views import distances
+
+    x = np.asarray(x, dtype=np.float32)
+    if x.ndim != 4 or x.shape[0] != 1:
+        raise ValueError(f"x must be one input of shape (1, C, H, W); got {x.shape}.")
+    with torch.no_grad():
+        z, scores = embed_batched(model, torch.from_numpy(x))
+    z0, s0 = z[0].numpy().astype(np.float64), scores[0].numpy().astype(np.float64)
+    return Placement(z0, s0, int(s0.argmax()), distances(z0[None], prototypes)[0])
