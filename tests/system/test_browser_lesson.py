@@ -81,6 +81,8 @@ def test_lesson_walks_through_every_step(server):  # type: ignore[no-untyped-def
                 page.screenshot(path=str(SHOTS / "lesson.png"))
             if step == 5:
                 assert any(n.startswith("weak: ") for n in names) and any(n.startswith("strong: ") for n in names)
+                page.get_by_text("Step 5 of 5").evaluate("el => el.scrollIntoView({block: 'start'})")
+                page.wait_for_timeout(300)
                 page.screenshot(path=str(SHOTS / "lesson-gap.png"))
                 break
             page.locator(".st-key-lesson_next button").click()
