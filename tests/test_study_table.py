@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
 from pathlib import Path
 from statistics import NormalDist
 
@@ -128,3 +130,12 @@ def test_bad_input_is_named(results, tmp_path):
     (tmp_path / "x.json").write_text("[1, 2]")
     with pytest.raises(ValueError, match="holds"):
         load_results(tmp_path / "x.json")
+
+
+def test_the_app_facing_modules_import_without_torch():
+    """The Compare and Attack pages import these at the top: they must not pull torch into the first paint."""
+    code = ("import sys, gccs_core.study_table, gccs_core.transfer, app.charts\n"
+            "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "[]"
