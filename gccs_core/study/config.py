@@ -133,11 +133,9 @@ def check_readings(requested: tuple[str, ...], available: tuple[str, ...]) -> tu
 
 
 def plain_arms(cfg: StudyConfig, readings: tuple[str, ...]) -> list[Arm]:
-    """CE, then every reading at every scale, interleaved so the current GCCS comes first at both scales."""
-    arms = [Arm("ce")]
-    for r in readings:
-        arms += [Arm(r, s) for s in cfg.sigmas]
-    return arms
+    """CE, then every reading at the first scale, then every reading at the next scale (the default scale's
+    comparisons, the study's headline, fill in first)."""
+    return [Arm("ce")] + [Arm(r, s) for s in cfg.sigmas for r in readings]
 
 
 def at_arms(cfg: StudyConfig, readings: tuple[str, ...]) -> list[Arm]:
