@@ -196,7 +196,7 @@ def test_bad_upload_shows_a_message(page, server):
     page.wait_for_selector(f".st-key-latent_left {PLOT_POINTS}", timeout=30_000)  # the app keeps working
 
 
-@pytest.mark.parametrize("path", ["latent", "attack", "train", "compare", "learn"])
+@pytest.mark.parametrize("path", ["latent", "attack", "train", "compare", "draw", "learn", "lesson"])
 def test_every_page_opens_by_its_direct_url(page, server, path):
     """A typed or bookmarked link to any page shows that page: no "Page not found" dialog, no error."""
     open_page(page, f"{server}/{path}?dataset=digits")
@@ -204,7 +204,8 @@ def test_every_page_opens_by_its_direct_url(page, server, path):
     assert "not found" not in page.inner_text("body").lower()
     assert page.get_by_test_id("stDialog").count() == 0
     assert page.url.split("?")[0].rstrip("/").endswith(f"/{path}")
-    titles = {"latent": "Latent space", "attack": "Attack", "train": "Train", "compare": "Compare", "learn": "Learn"}
+    titles = {"latent": "Latent space", "attack": "Attack", "train": "Train", "compare": "Compare", "draw": "Draw a digit",
+              "learn": "Learn", "lesson": "Lesson"}
     assert page.locator("h1").first.inner_text().startswith(titles[path])
     if path == "latent":
         page.wait_for_selector(f".st-key-latent_left {PLOT_POINTS}", timeout=60_000)
