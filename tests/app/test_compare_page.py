@@ -107,3 +107,25 @@ def test_the_study_in_l2_and_a_broken_or_absent_results_file(pretrained, study, 
     monkeypatch.setenv("GCCS_STUDY_RESULTS", str(tmp_path / "nowhere.json"))
     at = run_app(page="compare")
     assert not at.exception and any("are not there yet" in i.value for i in at.info)
+
+
+def test_the_shipped_l2_reports_of_the_mnist5k_models(pretrained, study, monkeypatch):
+    """With the repository's own pretrained/ folder: L2 shows every shipped report of robustness/l2/, as written."""
+    import json
+
+    folder = ROOT / "pretrained" / "robustness" / "l2"
+    shipped = {p.stem: json.loads(p.read_text()) for p in sorted(folder.glob("mnist5k-*.json"))}
+    assert shipped, "no L2 report ships with the pretrained models"
+    monkeypatch.setenv("GCCS_PRETRAINED_DIR", str(ROOT / "pretrained"))
+    at = run_app({"dataset": "mnist5k", "norm": "l2"}, page="compare")
+    assert not at.exception and not errors(at)
+    table = _frames(at)[0]
+    assert sorted(m.split(" · ")[0] for m in table["model"]) == sorted(shipped)
+    for _, row in table.iterrows():
+        rep = shipped[row["model"].split(" · ")[0]]
+        assert rep["norm"] == "l2"
+        for r in rep["results"]:
+            assert row[f"eps {r['eps']:g}"] == pytest.approx(r["worst_case"], abs=1e-4)
+    at.radio(key="norm").set_value("linf").run()
+    linf = _frames(at)[0]
+    assert "eps 0.3" in linf.columns and "eps 1.5" not in linf.columns
