@@ -78,6 +78,16 @@ def arr(value: Any) -> np.ndarray:
     return np.asarray([np.nan if v is None else v for v in value], dtype=float)
 
 
+def wait_training(at: Any, timeout: float = 120.0) -> Any:
+    """Wait for the Train page's worker thread to end, then rerun the Train page (what its fragment does once a
+    second; AppTest reruns the page it was told, not one the app switched to)."""
+    job = at.session_state["train_job"] if "train_job" in at.session_state else None
+    if job is not None:
+        job.thread.join(timeout)
+        assert not job.thread.is_alive(), f"training did not end within {timeout:.0f} s"
+    return at.switch_page("app_pages/train.py").run()
+
+
 def errors(at: Any) -> list[str]:
     return [e.value for e in at.error]
 

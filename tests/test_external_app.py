@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from apptest import errors, make_pretrained, names, run_app, set_env, specs
+from apptest import errors, make_pretrained, names, run_app, set_env, specs, wait_training
 from safetensors.torch import save as st_save
 from test_external_weights import ARCH, hostile_files
 
@@ -187,6 +187,7 @@ def test_uploaded_npz_trains_in_the_app_and_its_model_is_drawn(app_env):
     assert at.session_state["tr_dataset"] == dataset
     at.text_input(key="tr_name").set_value("npz gccs")
     at.button(key="train_start").click().run()
+    at = wait_training(at)  # training runs in a worker thread
     assert not at.exception and not errors(at), errors(at)
     assert any("Saved **npz-gccs**" in s.value for s in at.success)
     assert any(o.startswith("npz-gccs") for o in at.selectbox(key="left").options)

@@ -11,7 +11,7 @@ training.init_state()
 job = training.current_job()
 if job is not None and not job.running:
     training.finish(job)
-    job = None
+    st.rerun()  # the sidebar was drawn before: redraw it with the new model in the pickers
 busy = job is not None
 
 with state.controls("Training settings"), st.form("train_form", border=False):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from apptest import arr, errors, names, run_app, spec_by_trace, specs, trace
+from apptest import arr, errors, names, run_app, spec_by_trace, specs, trace, wait_training
 
 from gccs_core.simplex import edge_length, pairwise_bayes_error
 
@@ -77,6 +77,7 @@ def test_train_page_trains_saves_and_animates(pretrained):
     at.text_input(key="tr_name").set_value("tiny gccs")
     at.number_input(key="tr_epochs").set_value(2)
     at.button(key="train_start").click().run()
+    at = wait_training(at)  # training runs in a worker thread
     assert not at.exception and not errors(at), errors(at)
     assert at.session_state["training"] is False  # controls unlocked again
     assert any("Saved **tiny-gccs**" in s.value for s in at.success)
@@ -134,5 +135,6 @@ def test_learn_page_geometry_and_presets(pretrained):
 def test_preset_train_gccs_live(pretrained):
     at = run_app(page="learn")
     at.button(key="preset_train").click().run()
+    at = wait_training(at)
     assert not at.exception and not errors(at)
     assert any("Saved **digits-gccs" in s.value for s in at.success)
