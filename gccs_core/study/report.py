@@ -106,8 +106,9 @@ def _design(cfg: StudyConfig, data: dict[str, Any]) -> list[str]:
          f" restarts), PGD-latent (prototype models), APGD-CE and APGD-DLR ({cfg.steps} iterations), targeted PGD-margin"
          f" toward the 3 nearest wrong vertices ({cfg.steps} steps each), transfer of PGD-margin examples from the CE"
          f" twin of the same seed, and Square (margin, {cfg.square_queries} queries), as a cascade on survivors.",
-         f"* **Standard AutoAttack** (`pyautoattack`, `version='standard'`) on the first {cfg.n_autoattack} digits;"
-         f" **FAB** (same package) for the median minimal L-inf and L2 distance on the first {cfg.n_minnorm} digits;"
+         f"* **Standard AutoAttack** (`pyautoattack`, `version='standard'`) on the first {cfg.n_autoattack} digits"
+         + (f" at eps {', '.join(f'{e:g}' for e in cfg.autoattack_eps)};" if cfg.autoattack_eps else ";")
+         + f" **FAB** (same package) for the median minimal L-inf and L2 distance on the first {cfg.n_minnorm} digits;"
          f" accuracy against PGD-margin iterations {list(cfg.iteration_budgets)} at eps {cfg.iteration_eps:g};"
          f" uniform-noise baseline ({cfg.noise_draws} draws) at each eps; AT models extended to eps"
          f" {', '.join(f'{e:g}' for e in cfg.at_extra_eps)}.",
