@@ -199,3 +199,34 @@ def place_input(model: LatentClassifier, x: np.ndarray, prototypes: np.ndarray) 
         z, scores = embed_batched(model, torch.from_numpy(x))
     z0, s0 = z[0].numpy().astype(np.float64), scores[0].numpy().astype(np.float64)
     return Placement(z0, s0, int(s0.argmax()), distances(z0[None], prototypes)[0])
+
+
+@dataclass(frozen=True)
+class AttackedInput:
+    """One input under attack: latents ``z`` (T+1, d) and predictions ``pred`` (T+1,) per frame (0 = clean),
+    the final adversarial input ``x_adv`` (1, C, H, W) and whether the attack changed the prediction."""
+
+    z: np.ndarray
+    pred: np.ndarray
+    x_adv: np.ndarray
+    fooled: bool
+
+
+def attack_input(model: LatentClassifier, x: np.ndarray, label: int, eps: float = 0.15, steps: int = 20,
+                 objective: str = "margin", attack: str = "pgd", seed: int = 0) -> AttackedInput:
+    """Attack one input ``x`` (1, C, H, W) of true class ``label`` (untargeted, L-inf) and record its path."""
+    import torch
+
+    from .attacks import run_attack
+
+    x = np.asarray(x, dtype=np.float32)
+    if x.ndim != 4 or x.shape[0] != 1:
+        raise ValueError(f"x must be one input of shape (1, C, H, W); got {x.shape}.")
+    k = int(model.num_classes)
+    if isinstance(label, bool) or not isinstance(label, (int, np.integer)) or not 0 <= int(label) < k:
+        raise ValueError(f"label={label!r} is invalid: it must be a class index 0..{k - 1}.")
+    res = run_attack(model, torch.from_numpy(x), torch.tensor([int(label)]), attack=attack, eps=eps, steps=steps,
+                     objective=objective, record=True, seed=seed)
+    traj = res.trajectory
+    return AttackedInput(traj.z[:, 0].numpy().astype(np.float64), traj.pred[:, 0].numpy().astype(np.int64),
+                         res.x_adv.numpy().astype(np.float32), bool(res.success[0]))

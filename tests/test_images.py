@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from gccs_core import load_dataset, load_model
-from gccs_core.images import MAX_SIDE, decode, image_input
+from gccs_core.images import MAX_SIDE, attack_input, decode, image_input
 from tests.apptest import ROOT
 
 
@@ -96,3 +96,17 @@ def test_bad_arrays_name_what_is_wrong(array, message):
 def test_an_unknown_dataset_is_named():
     with pytest.raises(ValueError, match="nope"):
         image_input(rendered(np.eye(8), 4), "nope")
+
+
+def test_a_pictured_digit_can_be_attacked_and_its_path_is_recorded():
+    model = load_model(ROOT / "pretrained" / "digits-ce.safetensors")
+    test = load_dataset("digits", "test", limit=10)
+    x = image_input(rendered(test.x[0, 0].numpy(), 8), "digits")
+    label = int(test.y[0])
+    weak = attack_input(model, x, label, eps=0.0, steps=5)
+    assert weak.z.shape == (6, model.latent_dim) and not weak.fooled and (weak.pred == label).all()
+    strong = attack_input(model, x, label, eps=0.3, steps=20)
+    assert strong.fooled and strong.pred[0] == label and strong.pred[-1] != label
+    assert np.abs(strong.x_adv - x).max() <= 0.3 + 1e-6
+    with pytest.raises(ValueError, match="label=10 is invalid: it must be a class index 0..9"):
+        attack_input(model, x, 10)
