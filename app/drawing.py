@@ -10,7 +10,7 @@ import numpy as np
 
 from app import figures, loaders
 from app.registry import ModelEntry
-from gccs_core.images import image_input, place_input
+from gccs_core.images import attack_input, image_input, place_input
 from gccs_core.views import DECISION_METHOD
 
 UPLOAD_TYPES = ["png", "jpg", "jpeg", "bmp", "gif", "webp"]
@@ -34,8 +34,19 @@ def model_input(image: bytes | np.ndarray, dataset: str) -> np.ndarray:
     return image_input(image, dataset)
 
 
-def landing(entry: ModelEntry, x: np.ndarray, method: str, pair: tuple[int, int], height: int) -> Landing:
-    """Where ``x`` lands in ``entry``'s latent view drawn in ``method`` (2-D), with its prediction."""
+@dataclass(frozen=True)
+class Attacked:
+    """The picture under attack on one model: its path's final prediction and the adversarial picture."""
+
+    pred: int
+    fooled: bool
+    x_adv: np.ndarray
+
+
+def landing(entry: ModelEntry, x: np.ndarray, method: str, pair: tuple[int, int], height: int,
+            attack: dict[str, Any] | None = None) -> tuple[Landing, Attacked | None]:
+    """Where ``x`` lands in ``entry``'s latent view drawn in ``method`` (2-D), with its prediction; with ``attack``
+    (``label``, ``eps``, ``objective``) also its PGD path, drawn in the same projection."""
     if method == DECISION_METHOD:
         view, plane = loaders.get_plane(entry, *pair)
         project = plane.transform
@@ -47,5 +58,12 @@ def landing(entry: ModelEntry, x: np.ndarray, method: str, pair: tuple[int, int]
     names = [str(c) for c in view["class_names"]]
     fig = figures.latent_figure(view, method, f"{entry.label} · {entry.loss}", height, approximate=method == "umap")
     fig = figures.with_new_point(fig, xy, f"your picture: predicted {names[placed.pred]}")
-    return Landing(fig, placed.pred, placed.distances, str(view["prototype_kind"]), xy, names)
+    hit = None
+    if attack is not None:
+        adv = attack_input(loaders.get_model(entry), x, int(attack["label"]), float(attack["eps"]),
+                           objective=str(attack["objective"]))
+        path = np.asarray(project(adv.z))
+        fig = figures.with_path(fig, path, f"attack path: predicted {names[int(adv.pred[-1])]} at the end")
+        hit = Attacked(int(adv.pred[-1]), adv.fooled, adv.x_adv)
+    return Landing(fig, placed.pred, placed.distances, str(view["prototype_kind"]), xy, names), hit
 

@@ -226,6 +226,16 @@ def with_new_point(fig: go.Figure, xy: np.ndarray, label: str) -> go.Figure:
     return fig
 
 
+def with_path(fig: go.Figure, path: np.ndarray, label: str) -> go.Figure:
+    """Add an attack's path (T, 2) from the new input to its end (a line with an arrow-head marker, ``attack path``)."""
+    fig.add_trace(go.Scatter(x=path[:, 0], y=path[:, 1], mode="lines+markers", name="attack path",
+                             hovertemplate=label + "<extra></extra>",
+                             line={"color": ink().text, "width": 2, "dash": "dot"},
+                             marker={"size": [4] * (len(path) - 1) + [14], "color": ink().text,
+                                     "symbol": ["circle"] * (len(path) - 1) + ["triangle-up"]}))
+    return fig
+
+
 def boundary_trace(segment: np.ndarray, xaxis: str = "x", yaxis: str = "y") -> dict[str, Any]:
     """The decision boundary of a decision plane: the exact line it is there (dashed)."""
     return {"type": "scatter", "x": segment[:, 0], "y": segment[:, 1], "mode": "lines", "name": "decision boundary",

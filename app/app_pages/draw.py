@@ -44,6 +44,17 @@ with c_seen:
 
 if method not in ("simplex", "pca", "lda", "umap", "decision"):
     method = "simplex"
+with c_seen:
+    attack = None
+    if st.toggle("Attack it (PGD)", key="draw_attack", help="Untargeted L∞ PGD, 20 steps, from your picture."):
+        n_classes = registry.num_classes(dataset)
+        st.selectbox("Its true class", list(range(n_classes)), key="draw_label",
+                     help="The class you meant: the attack tries to move the picture out of it.")
+        st.slider("eps (per pixel, in [0, 1])", 0.0, 0.5, 0.15, 0.01, key="draw_eps")
+        st.radio("Objective", ["margin", "ce"], horizontal=True, key="draw_objective",
+                 format_func={"margin": "margin", "ce": "cross-entropy"}.get)
+        attack = {"label": st.session_state["draw_label"], "eps": st.session_state["draw_eps"],
+                  "objective": st.session_state["draw_objective"]}
 cols = st.columns(2)
 for col, side in zip(cols, ("left", "right")):
     entry = registry.find_model(st.session_state.get(side) or "")
@@ -53,7 +64,7 @@ for col, side in zip(cols, ("left", "right")):
             continue
         try:
             with st.spinner("Embedding…"):
-                land = drawing.landing(entry, x, method, state.plane_pair(), state.plot_height())
+                land, hit = drawing.landing(entry, x, method, state.plane_pair(), state.plot_height(), attack)
         except (ValueError, RuntimeError, OSError, ImportError) as err:
             state.show_error(err, f"Cannot place the picture for {entry.label}")
             continue
@@ -68,3 +79,8 @@ for col, side in zip(cols, ("left", "right")):
              "second nearest": f"{names[second]} at {land.distances[second]:.2f}"}))
         st.plotly_chart(figures.distance_bars(land.distances, names, land.kind, land.pred), key=f"draw_dist_{side}",
                         width="stretch")
+        if hit is not None:
+            verdict = "fooled" if hit.fooled else "not fooled"
+            st.markdown(f"Under attack (eps {attack['eps']:g}, {attack['objective']}): predicts **{names[hit.pred]}**, "
+                        f"{verdict}.")
+            st.image(figures.upscale(hit.x_adv[0].transpose(1, 2, 0), 112), caption="the attacked picture", clamp=True)

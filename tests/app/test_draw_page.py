@@ -6,7 +6,7 @@ from __future__ import annotations
 import io
 
 import numpy as np
-from apptest import errors, run_app, spec_by_trace, trace
+from apptest import arr, errors, run_app, spec_by_trace, trace
 from PIL import Image
 
 from gccs_core import load_dataset
@@ -49,3 +49,19 @@ def test_a_file_that_is_not_an_image_is_explained(pretrained):
     Image.new("RGB", (64, 64), (255, 255, 255)).save(blank, "PNG")
     at.file_uploader(key="draw_upload").set_value(("blank.png", blank.getvalue(), "image/png")).run()
     assert any("blank" in e for e in errors(at))
+
+
+def test_attack_the_uploaded_digit(pretrained):
+    at = run_app(page="draw")
+    at.radio(key="draw_source").set_value("Upload").run()
+    data, label = digit_png(0)
+    at.file_uploader(key="draw_upload").set_value(("d.png", data, "image/png")).run()
+    at.toggle(key="draw_attack").set_value(True).run()
+    at.selectbox(key="draw_label").set_value(label).run()
+    at.slider(key="draw_eps").set_value(0.4).run()
+    assert not at.exception and not errors(at), errors(at)
+    path = trace(spec_by_trace(at, "attack path"), "attack path")
+    assert len(arr(path["x"])) == 21  # the clean picture and 20 steps
+    said = [m.value for m in at.markdown if m.value.startswith("Under attack")]
+    assert len(said) == 2 and all("fooled" in s for s in said)
+    assert any("predicts" in s and ", fooled." in s for s in said)  # eps 0.4 breaks at least one tiny model
