@@ -136,6 +136,9 @@ def _work(job: TrainJob) -> None:
     except (ValueError, TrainingDiverged, FileExistsError, FileNotFoundError, RuntimeError, OSError) as err:
         with job.lock:
             job.status, job.error = "failed", f"Training failed: {err}"
+    except Exception as err:  # noqa: BLE001 - a worker thread must always report back to the page
+        with job.lock:
+            job.status, job.error = "failed", f"Training failed unexpectedly ({type(err).__name__}): {err}"
     else:
         with job.lock:
             job.history = [dict(h) for h in result.history]

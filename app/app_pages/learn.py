@@ -24,6 +24,8 @@ if c3.button("Train GCCS live", key="preset_train", width="stretch"):
     st.switch_page(st.session_state["_pages"]["train"])
 st.page_link(st.session_state["_pages"]["lesson"], label="Lesson: why GCCS looked robust under a weak attack (5 steps)",
              icon=":material/cast_for_education:")
+st.page_link(st.session_state["_pages"]["draw"], label="Draw a digit and see where it lands in both latent spaces",
+             icon=":material/draw:")
 st.caption("Teacher mode (sidebar, or `?teacher=1` in the URL) hides the controls and enlarges the plots. The URL always "
            "holds the dataset, models, projection and attack settings: copy it to share exactly this view.")
 

@@ -6,18 +6,10 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from apptest import errors, run_app, spec_by_trace, specs, trace
+from apptest import errors, run_app, spec_by_trace, specs, trace, wait_training
 
 from gccs_core.checkpoint import MODEL_FILE, TRAINING_FILE
 from gccs_core.files import read_checkpoint_header
-
-
-def wait_job(at, timeout: float = 120.0):
-    """Wait for this session's training worker to end, then rerun the page (as its fragment does once a second)."""
-    job = at.session_state["train_job"]
-    job.thread.join(timeout)
-    assert not job.thread.is_alive(), "training did not end"
-    return at.run()
 
 
 def wait_epochs(at, n: int, timeout: float = 120.0) -> None:
@@ -38,7 +30,7 @@ def test_stop_keeps_a_checkpoint_and_continue_adds_epochs(pretrained):
     wait_epochs(at, 1)
     at.button(key="train_stop").click().run()
     assert any("Stopping after the current epoch" in i.value for i in at.info) or not at.session_state["train_job"].running
-    at = wait_job(at)
+    at = wait_training(at)
     assert not at.exception and not errors(at), errors(at)
     result = at.session_state["train_result"]
     done = result["epochs"]
@@ -54,7 +46,7 @@ def test_stop_keeps_a_checkpoint_and_continue_adds_epochs(pretrained):
     at.number_input(key="tr_more").set_value(2)
     at.button(key="train_continue").click().run()
     assert not at.exception and not errors(at), errors(at)
-    at = wait_job(at)
+    at = wait_training(at)
     assert not at.exception and not errors(at), errors(at)
     more = at.session_state["train_result"]
     assert more["out_dir"] == str(run) and more["epochs"] == done + 2 and not more["stopped"]
@@ -68,7 +60,7 @@ def test_overlay_draws_the_curves_of_both_runs(pretrained):
     at.text_input(key="tr_name").set_value("ov")
     at.number_input(key="tr_epochs").set_value(3)
     at.button(key="train_start").click().run()
-    at = wait_job(at)
+    at = wait_training(at)
     assert not at.exception and not errors(at), errors(at)
     options = at.multiselect(key="tr_overlay").options
     mine = next(o for o in options if o.startswith("ov "))
@@ -85,3 +77,19 @@ def test_overlay_draws_the_curves_of_both_runs(pretrained):
     loss = next(s for s in specs(at) if s["layout"].get("title", {}).get("text") == "training loss per epoch")
     assert loss["layout"]["yaxis"]["type"] == "log" and len(loss["data"]) == 2
     assert any("Final test accuracy" in c.value and mine in c.value for c in at.caption)
+
+
+def test_continue_of_a_run_whose_checkpoint_is_gone_is_explained(pretrained):
+    import shutil
+
+    at = run_app(page="train")
+    at.text_input(key="tr_name").set_value("gone")
+    at.number_input(key="tr_epochs").set_value(1)
+    at.button(key="train_start").click().run()
+    at = wait_training(at)
+    shutil.rmtree(at.session_state["train_result"]["out_dir"])
+    at.button(key="train_continue").click().run()
+    at = wait_training(at)
+    assert not at.exception
+    assert any("Training failed" in e and "cannot resume" in e for e in errors(at)), errors(at)
+    assert not at.button(key="train_start").disabled  # the form is usable again
