@@ -6,10 +6,14 @@
 * ``mim``: momentum iterative method (Dong et al. 2018), decay ``MIM_DECAY``, from the clean input.
 
 Iterative attacks keep, per example, the best iterate (a successful one if any step succeeded), as
-AutoAttack does, so a late step that undoes a success does not count as a failure.
+AutoAttack does, so a late step that undoes a success does not count as a failure. Restarts run as one
+batch (``restarts x N`` rows); with early exit an example stops being attacked once the model confirms a
+success (the rule is in ``_iterate``). No step does Python work per example.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 
@@ -53,69 +57,126 @@ def _step_direction(grad: torch.Tensor, norm: str) -> torch.Tensor:
     return grad / (_flat_norm(grad) + _TINY)
 
 
+Confirm = Callable[[torch.Tensor, torch.Tensor, "torch.Tensor | None"], torch.Tensor]
+"""``confirm(x, y, target) -> (n,) bool``: whether the model itself (not its fast copy) calls ``x`` a success."""
+
+
 def _iterate(
     model: LatentClassifier, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None, spec: AttackSpec,
     alpha: float, start: torch.Tensor, record: bool = False, early_stop: bool = False, keep_best: bool = True,
+    confirm: Confirm | None = None, group: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, Frames | None]:
     """The one gradient loop. Returns (best x, best loss, best success, frames or None).
 
     Each iterate is scored in the same forward pass that gives the gradient for the next step
-    (``steps + 1`` forwards and ``steps`` backwards in all). With ``early_stop`` an example leaves the
-    active batch once it succeeds (its successful iterate is kept): the result is the same and most
-    of the work at large eps is saved. ``keep_best=False`` (adversarial training) skips the scoring and
-    the last forward and returns the last iterate (loss and success are then not computed).
+    (``steps + 1`` forwards and ``steps`` backwards in all). ``keep_best=False`` (adversarial training)
+    skips the scoring and the last forward and returns the last iterate (loss and success are then not
+    computed). Rows are independent examples (eval mode); batched restarts stack ``R`` copies of ``group``
+    examples.
+
+    Early exit (``early_stop``), the rule: an example whose best iterate is a success, *confirmed by*
+    ``confirm`` (the model itself, so a fast copy's or bf16's rounding can never decide it alone), leaves
+    the active batch: it is not updated any more and its successful iterate is its result; with batched
+    restarts every copy of that example leaves. Examples that are not broken run the same steps as
+    without early exit (rows are independent; only the float rounding of a smaller batch can differ), so
+    the set of broken examples is unchanged; what differs is *which* successful iterate a broken example
+    returns: the first confirmed one instead of the highest-loss one of the whole budget. With
+    ``record`` a frozen example's frames repeat its successful iterate (it stops moving once fooled).
     """
     n = x.shape[0]
     best_x = start.clone()
     best_loss = torch.full((n,), float("-inf"), device=x.device)
     best_succ = torch.zeros(n, dtype=torch.bool, device=x.device)
     frames: Frames | None = [] if record else None
-    active = torch.arange(n, device=x.device)
-    x_cur = start.clone()
+    active: torch.Tensor | None = None  # None: every row is active (no index copies)
+    x_cur = start
+    z_all = s_all = None  # the last frame's latents and scores of every row (kept for frozen rows)
     momentum = torch.zeros_like(x) if spec.attack == "mim" else None
     for t in range(spec.steps + 1):
         last = t == spec.steps
         if last and not keep_best:
             return x_cur.detach(), best_loss, best_succ, None
-        xa = x_cur[active].detach().requires_grad_(not last)
-        ya = y[active]
-        ta = target[active] if target is not None else None
+        full = active is None
+        xa = (x_cur if full else x_cur[active]).detach().requires_grad_(not last)
+        ya = y if full else y[active]
+        ta = None if target is None else target if full else target[active]
         with torch.set_grad_enabled(not last):
             loss, z, s = attack_objective(model, xa, ya, spec.objective, ta, spec.amp)
         if t > 0 and keep_best:  # the candidates are the iterates after each step (not the start point)
             with torch.no_grad():
+                loss_d = loss.detach()
                 succ = succeeded(s.argmax(1), ya, ta)
-                better = (succ & ~best_succ[active]) | ((succ == best_succ[active]) & (loss > best_loss[active]))
-                idx = active[better]
-                best_x[idx] = xa.detach()[better]
-                best_loss[idx] = loss.detach()[better]
-                best_succ[idx] = succ[better]
+                b_succ = best_succ if full else best_succ[active]
+                b_loss = best_loss if full else best_loss[active]
+                better = (succ & ~b_succ) | ((succ == b_succ) & (loss_d > b_loss))
+                if full:
+                    best_x = torch.where(better.view(-1, *[1] * (x.dim() - 1)), xa.detach(), best_x)
+                    best_loss = torch.where(better, loss_d, best_loss)
+                    best_succ = best_succ | (better & succ)
+                else:
+                    idx = active[better]
+                    best_x[idx] = xa.detach()[better]
+                    best_loss[idx] = loss_d[better]
+                    best_succ[idx] = succ[better]
                 if frames is not None:
-                    frames.append((xa.detach().cpu(), z.detach().cpu(), s.detach().cpu()))
+                    if full:
+                        z_all, s_all = z.detach(), s.detach()
+                    else:
+                        z_all = z_all.index_copy(0, active, z.detach())  # type: ignore[union-attr]
+                        s_all = s_all.index_copy(0, active, s.detach())  # type: ignore[union-attr]
+                    frames.append((x_cur.detach().cpu(), z_all.cpu(), s_all.cpu()))  # type: ignore[union-attr]
         if last:
             break
         (grad,) = torch.autograd.grad(loss.sum(), xa)
-        if early_stop and not record:
-            keep = ~best_succ[active]
-            active, xa, grad = active[keep], xa[keep], grad[keep]
-            if active.numel() == 0:
-                break
+        rows = torch.arange(n, device=x.device) if full else active
+        if early_stop and keep_best:
+            keep = _still_open(best_x, best_succ, rows, y, target, confirm, group)
+            if keep is not None:
+                rows, xa, grad = rows[keep], xa[keep], grad[keep]
+                active = rows
+                if rows.numel() == 0:
+                    break
+        full = active is None
         if momentum is not None:
-            g = momentum[active] * MIM_DECAY + grad / (grad.abs().flatten(1).sum(1).view(-1, 1, 1, 1) + _TINY)
-            momentum[active] = g
+            prev = momentum if full else momentum[rows]
+            g = prev * MIM_DECAY + grad / (grad.abs().flatten(1).sum(1).view(-1, 1, 1, 1) + _TINY)
+            momentum = g if full else momentum.index_copy(0, rows, g)
             grad = g
-        x_cur[active] = project(xa.detach() + alpha * _step_direction(grad, spec.norm), x[active], spec.eps, spec.norm)
+        x_new = project(xa.detach() + alpha * _step_direction(grad, spec.norm), x if full else x[rows], spec.eps, spec.norm)
+        x_cur = x_new if full else x_cur.index_copy(0, rows, x_new)  # out of place: recorded frames stay intact
     return best_x, best_loss, best_succ, frames
+
+
+def _still_open(best_x: torch.Tensor, best_succ: torch.Tensor, rows: torch.Tensor, y: torch.Tensor,
+                target: torch.Tensor | None, confirm: Confirm | None, group: int | None) -> torch.Tensor | None:
+    """Mask over ``rows`` of the examples that stay active, or None when all stay (see ``_iterate``'s rule)."""
+    cand = rows[best_succ[rows]]
+    if cand.numel() == 0:
+        return None
+    if confirm is not None:
+        ok = confirm(best_x[cand], y[cand], None if target is None else target[cand])
+        cand = cand[ok]  # the others keep attacking, exactly as without early exit
+        if cand.numel() == 0:
+            return None
+    done = torch.zeros(best_succ.shape[0], dtype=torch.bool, device=best_succ.device)
+    done[cand] = True
+    if group is not None and best_succ.shape[0] > group:  # batched restarts: a broken example leaves in every copy
+        done = done.view(-1, group).any(0).repeat(best_succ.shape[0] // group)
+    keep = ~done[rows]
+    return None if bool(keep.all()) else keep
 
 
 def native_attack(
     model: LatentClassifier, x: torch.Tensor, y: torch.Tensor, spec: AttackSpec, target: torch.Tensor | None = None,
-    record: bool = False, early_stop: bool = False,
+    record: bool = False, early_stop: bool = False, batch_restarts: bool = True,
 ) -> AttackResult:
     """FGSM / PGD / BIM / MIM on a model already in eval mode, labels and target already checked.
 
     FGSM is one step of size eps from the clean input (``steps``, ``random_start`` and ``restarts``
-    are ignored); BIM and MIM start from the clean input and do not restart.
+    are ignored); BIM and MIM start from the clean input and do not restart. PGD's restarts run as one
+    batch of ``restarts x N`` rows (``batch_restarts``; the random starts are drawn in the same order as
+    one restart after another, and the per-example choice between restarts is the same). ``early_stop``:
+    see ``_iterate`` (an example broken in any restart stops being attacked).
     """
     dev = model_device(model)
     x = x.detach().to(dev, torch.float32)
@@ -129,26 +190,46 @@ def native_attack(
             spec = spec.with_(restarts=1, random_start=False)
     gen = torch.Generator().manual_seed(int(spec.seed))
     fast = attack_copy(model)
+    confirm = None if fast is model else _confirmer(model)
     z0 = s0 = None
     if record:  # frame 0 of the trajectory: the clean input
         with torch.no_grad():
             z0 = fast.embed(x)
             s0 = fast.scores_from_latent(z0)
-    best_x = x.clone()
-    best_loss = torch.full((x.shape[0],), float("-inf"), device=x.device)
-    best_succ = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
-    chosen = torch.full((x.shape[0],), -1, dtype=torch.long)
+    n, reps = x.shape[0], spec.restarts
+    starts = [_random_start(x, spec.eps, spec.norm, gen) if spec.random_start and spec.eps > 0 else x
+              for _ in range(reps)]  # drawn in restart order: the same starts as restarts run one by one
+    per_run: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
     runs: list[Frames] = []
-    for r in range(spec.restarts):
-        start = _random_start(x, spec.eps, spec.norm, gen) if spec.random_start and spec.eps > 0 else x.clone()
-        rx, rloss, rsucc, frames = _iterate(fast, x, y, tgt, spec, alpha, start, record, early_stop)
+    if batch_restarts or reps == 1:
+        def rep(t: torch.Tensor | None) -> torch.Tensor | None:
+            return t if reps == 1 or t is None else t.repeat(reps, *[1] * (t.dim() - 1))
+
+        rx, rloss, rsucc, frames = _iterate(fast, rep(x), rep(y), rep(tgt), spec, alpha,  # type: ignore[arg-type]
+                                            torch.cat(starts) if reps > 1 else starts[0].clone(), record, early_stop,
+                                            confirm=confirm, group=n)
+        for r in range(reps):
+            part = slice(r * n, (r + 1) * n)
+            per_run.append((rx[part], rloss[part], rsucc[part]))
+            if frames is not None:
+                runs.append([(fx[part], fz[part], fs[part]) for fx, fz, fs in frames])
+    else:
+        for r in range(reps):
+            rx, rloss, rsucc, frames = _iterate(fast, x, y, tgt, spec, alpha, starts[r].clone(), record, early_stop,
+                                                confirm=confirm)
+            per_run.append((rx, rloss, rsucc))
+            if frames is not None:
+                runs.append(frames)
+    best_x = x.clone()
+    best_loss = torch.full((n,), float("-inf"), device=x.device)
+    best_succ = torch.zeros(n, dtype=torch.bool, device=x.device)
+    chosen = torch.full((n,), -1, dtype=torch.long)
+    for r, (rx, rloss, rsucc) in enumerate(per_run):  # a loop over restarts (a handful), vectorised over examples
         better = (rsucc & ~best_succ) | ((rsucc == best_succ) & (rloss > best_loss))
         best_x[better] = rx[better]
         best_loss[better] = rloss[better]
         best_succ[better] = rsucc[better]
         chosen[better.cpu()] = r
-        if frames is not None:
-            runs.append(frames)
     with torch.no_grad():  # the verdict comes from the model itself, not from its fast copy
         pred = model(best_x).argmax(1)
     success = succeeded(pred, y, tgt)
@@ -156,6 +237,16 @@ def native_attack(
     if record and z0 is not None and s0 is not None:
         trajectory = _build_trajectory(x.cpu(), z0.cpu(), s0.cpu(), runs, chosen)
     return AttackResult(best_x.cpu(), pred.cpu(), success.cpu(), trajectory)
+
+
+def _confirmer(model: LatentClassifier) -> Confirm:
+    """``confirm`` for early exit: success judged by ``model`` itself, in float32."""
+
+    @torch.no_grad()
+    def confirm(xs: torch.Tensor, ys: torch.Tensor, ts: torch.Tensor | None) -> torch.Tensor:
+        return succeeded(model(xs).argmax(1), ys, ts)
+
+    return confirm
 
 
 def _build_trajectory(
