@@ -36,14 +36,25 @@ class Layout:
 
     box: float
     centre: str  # "mass" (centre of mass at the image centre, MNIST) | "box" (the ink's box centred)
+    stroke: float = 0.0  # thinner strokes are thickened to this fraction of the ink's longer side (0: never)
 
 
-LAYOUTS = {"digits": Layout(8.0, "box")}
-"""Per dataset; 28x28 grayscale datasets default to MNIST's 20-pixel box centred by mass."""
+LAYOUTS = {"digits": Layout(8.0, "box", 0.14)}
+"""Per dataset; 28x28 grayscale datasets default to MNIST's 20-pixel box centred by mass. ``stroke``: the median
+stroke width of the dataset's test digits (``stroke_width``): digits 0.14 of the longer side, MNIST 0.11."""
 
 
 def _layout(dataset: str, size: int) -> Layout:
-    return LAYOUTS.get(dataset, Layout(size * 20.0 / 28.0, "mass"))
+    return LAYOUTS.get(dataset, Layout(size * 20.0 / 28.0, "mass", 0.11))
+
+
+def stroke_width(ink_img: np.ndarray) -> float:
+    """Mean stroke width in pixels, ``2 * area / boundary`` of the ink above half its peak (exact for a long strip)."""
+    from scipy import ndimage
+
+    mask = ink_img > 0.5 * float(ink_img.max())
+    boundary = int((mask & ~ndimage.binary_erosion(mask)).sum())
+    return 2.0 * float(mask.sum()) / max(1, boundary)
 
 
 def decode(image: bytes | np.ndarray) -> np.ndarray:
@@ -132,8 +143,10 @@ def _resize(a: np.ndarray, width: int, height: int) -> np.ndarray:
                                                                              Image.Resampling.BILINEAR), np.float32)
 
 
-def place_digit(ink_img: np.ndarray, size: tuple[int, int], box: float, centre: str = "mass") -> np.ndarray:
-    """Crop the ink to its box, scale its longer side to ``box`` pixels and centre it in ``size`` (H, W)."""
+def place_digit(ink_img: np.ndarray, size: tuple[int, int], box: float, centre: str = "mass",
+                stroke: float = 0.0) -> np.ndarray:
+    """Crop the ink to its box, thicken strokes thinner than ``stroke`` (a fraction of the longer side), scale the
+    longer side to ``box`` pixels and centre it in ``size`` (H, W)."""
     from scipy import ndimage
 
     peak = float(ink_img.max())
@@ -141,6 +154,9 @@ def place_digit(ink_img: np.ndarray, size: tuple[int, int], box: float, centre: 
         raise ValueError("the image is blank: no stroke stands out from the background; draw or upload a digit.")
     rows, cols = np.nonzero(ink_img > INK_LEVEL * peak)
     crop = ink_img[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1] / peak
+    grow = int(round(stroke * max(crop.shape) - stroke_width(crop)))
+    if grow >= 2:  # a thin pen: widen the strokes by ``grow`` pixels (the crop grows by the same margin)
+        crop = ndimage.grey_dilation(np.pad(crop, grow), size=(grow + 1, grow + 1))
     h, w = crop.shape
     scale = box / max(h, w)
     nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
@@ -168,7 +184,7 @@ def image_input(image: bytes | np.ndarray, dataset: str, invert: bool | None = N
     pixels = decode(image)
     if c == 1:
         layout = _layout(dataset, min(h, w))
-        out = place_digit(ink(pixels, invert), (h, w), layout.box, layout.centre)
+        out = place_digit(ink(pixels, invert), (h, w), layout.box, layout.centre, layout.stroke)
         return out[None, None]
     rgb = pixels[..., :3] if pixels.shape[2] >= 3 else np.repeat(pixels[..., :1], 3, axis=2)
     out = np.stack([_resize(rgb[..., k], w, h) for k in range(3)])

@@ -110,3 +110,44 @@ def test_a_pictured_digit_can_be_attacked_and_its_path_is_recorded():
     assert np.abs(strong.x_adv - x).max() <= 0.3 + 1e-6
     with pytest.raises(ValueError, match="label=10 is invalid: it must be a class index 0..9"):
         attack_input(model, x, 10)
+
+
+PEN = {  # digit -> polylines drawn with a pen on a 280x280 canvas, as on the Draw page
+    "0": [(140, 40), (90, 70), (75, 140), (90, 210), (140, 240), (190, 210), (205, 140), (190, 70), (140, 40)],
+    "1": [(140, 40), (140, 240)],
+    "2": [(85, 80), (120, 45), (170, 45), (195, 85), (180, 130), (90, 235), (200, 235)],
+    "3": [(90, 60), (140, 40), (185, 70), (175, 120), (135, 140), (180, 160), (190, 205), (140, 240), (85, 220)],
+    "4": [(170, 240), (170, 40), (80, 170), (205, 170)],
+    "7": [(80, 50), (200, 50), (125, 240)],
+    "8": [(140, 140), (100, 110), (100, 65), (140, 40), (180, 65), (180, 110), (140, 140), (95, 175), (95, 215),
+          (140, 240), (185, 215), (185, 175), (140, 140)],
+}
+
+
+def pen_drawing(digit: str, width: int) -> bytes:
+    from PIL import ImageDraw
+
+    im = Image.new("RGB", (280, 280))
+    ImageDraw.Draw(im).line(PEN[digit], fill=(255, 255, 255), width=width, joint="curve")
+    return png_of(im)
+
+
+@pytest.mark.parametrize(("dataset", "loss", "at_least"), [("mnist5k", "gccs", 7), ("mnist5k", "ce", 7),
+                                                           ("digits", "gccs", 6)])
+@pytest.mark.parametrize("width", [10, 22])
+def test_pen_drawn_digits_are_recognised(dataset, loss, at_least, width):
+    model = load_model(ROOT / "pretrained" / f"{dataset}-{loss}.safetensors")
+    right = [d for d in PEN if int(model(torch.from_numpy(image_input(pen_drawing(d, width), dataset))).argmax(1)) == int(d)]
+    assert len(right) >= at_least, right
+
+
+def test_a_thin_pen_is_thickened_to_the_datasets_stroke_width():
+    from gccs_core.images import LAYOUTS, ink, place_digit, stroke_width
+
+    thin = ink(decode(pen_drawing("7", 6)))
+    layout = LAYOUTS["digits"]
+    plain = place_digit(thin, (8, 8), layout.box, layout.centre)
+    thick = place_digit(thin, (8, 8), layout.box, layout.centre, layout.stroke)
+    assert thick.sum() > 1.5 * plain.sum()
+    up = lambda a: np.kron(a, np.ones((8, 8)))  # noqa: E731 - measure at the rendering scale of the data test
+    assert stroke_width(up(thick)) > stroke_width(up(plain))
