@@ -219,10 +219,11 @@ def latent_figure(view: Mapping[str, Any], method: str, title: str, height: int 
 
 
 def with_new_point(fig: go.Figure, xy: np.ndarray, label: str) -> go.Figure:
-    """Add one new input's position (a large ringed cross named ``your picture``) to a 2-D latent figure."""
+    """Add one new input's position (a large cross in the ink colour, named ``your picture``) to a 2-D latent figure."""
     fig.add_trace(go.Scatter(x=[float(xy[0])], y=[float(xy[1])], mode="markers+text", name="your picture",
                              text=[label], textposition="bottom center", hovertemplate=label + "<extra></extra>",
-                             marker={"symbol": "x-thin-open", "size": 26, "line": {"width": 4, "color": ink().text}}))
+                             marker={"symbol": "x-thin-open", "size": 26, "color": ink().text,
+                                     "line": {"width": 4, "color": ink().text}}))
     return fig
 
 

@@ -73,7 +73,7 @@ for col, side in zip(cols, ("left", "right")):
         nearest, second = (int(k) for k in land.distances.argsort()[:2])
         st.markdown(f"**{entry.label}** predicts **{names[land.pred]}**")
         st.caption(figures.summary_lines(
-            f"{entry.label}: the picture (ringed cross) among the test samples in the {method} view",
+            f"{entry.label}: the picture (the large cross) among the test samples in the {method} view",
             {"predicted class": names[land.pred], f"nearest {figures.singular(land.kind)}": names[nearest],
              "its distance": f"{land.distances[nearest]:.2f}",
              "second nearest": f"{names[second]} at {land.distances[second]:.2f}"}))

@@ -36,7 +36,7 @@ def test_an_uploaded_digit_lands_in_both_latent_spaces(pretrained):
     said = [m.value for m in at.markdown if "predicts" in m.value]
     assert len(said) == 2, said
     assert any(f"predicts **{label}**" in s for s in said), (label, said)  # the tiny GCCS model gets this one
-    assert sum("the picture (ringed cross)" in c.value for c in at.caption) == 2
+    assert sum("the picture (the large cross)" in c.value for c in at.caption) == 2
 
 
 def test_a_file_that_is_not_an_image_is_explained(pretrained):
