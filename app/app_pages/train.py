@@ -29,7 +29,8 @@ with state.controls("Training settings"), st.form("train_form", border=False):
     c3.slider("Adversarial eps", 0.0, 0.5, key="tr_adv_eps", step=0.01, disabled=busy)
     start = st.form_submit_button("Train", type="primary", key="train_start", disabled=busy)
 
-if not busy and (start or st.session_state.pop("autorun_train", False)):
+autorun = st.session_state.pop("autorun_train", False)  # a Learn preset; ignored while a run is going on
+if not busy and (start or autorun):
     try:
         job = training.start_training(training.config_from_state())
     except ValueError as err:
