@@ -7,6 +7,7 @@ run resumed at an epoch boundary follows exactly the same path as an uninterrupt
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import threading
@@ -409,7 +410,9 @@ def _train(
         g_attack = (torch.Generator().manual_seed(_epoch_seed(config.seed, epoch) + RANK_SEED_OFFSET * ctx.rank)
                     if ctx.enabled else g)
         model.train()
-        loss_sum, correct, seen = 0.0, 0, 0
+        loss_sum = torch.zeros((), dtype=torch.float64, device=device)  # summed on the device: no sync per step
+        correct = torch.zeros((), dtype=torch.long, device=device)
+        seen = 0
         for step in range(steps_per_epoch):
             global_step = epoch * steps_per_epoch + step
             lr = lr_at(global_step, total_steps, warmup_steps, config.lr, config.schedule)
@@ -422,7 +425,7 @@ def _train(
                 xb = augment_batch(xb, g)  # the whole global batch on every process, so g stays in step
             xb = distributed.shard(xb, ctx).to(device, non_blocking=True)  # this process's rows (all of them for one)
             yb = yb.to(device, non_blocking=True)
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            with torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None else contextlib.nullcontext():
                 if config.adv_train:
                     model.eval()  # attack the deployed model (batch-norm statistics frozen)
                     xb = pgd_linf(model, xb, distributed.shard(yb, ctx), config.adv_eps, config.adv_steps,
@@ -431,33 +434,42 @@ def _train(
                 z = embed(xb)
             z = distributed.gather_rows(z.float(), len(yb), ctx)  # latents of the global batch, gradients kept
             loss, scores = model.head(z, yb), model.head.scores(z)  # loss in float32 (GCCS statistics in float64)
-            if not torch.isfinite(loss):
+            loss_value = float(loss.detach())  # the step's one host read: the divergence check (and callbacks)
+            if not math.isfinite(loss_value):
                 raise TrainingDiverged(
-                    f"loss became {float(loss.detach())} at epoch {epoch + 1}, step {step + 1} (lr={lr:.3g}); "
+                    f"loss became {loss_value} at epoch {epoch + 1}, step {step + 1} (lr={lr:.3g}); "
                     f"the last good checkpoint is kept{f' in {out}' if out else ''}. Lower the learning rate "
                     f"or check the loss parameters ({config.loss_params})."
                 )
             optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()  # the scaler is a no-op unless amp == "fp16"
-            if config.grad_clip is not None:
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-            scaler.step(optimizer)
-            scaler.update()
+            if scaler.is_enabled():  # amp == "fp16"
+                scaler.scale(loss).backward()
+                if config.grad_clip is not None:
+                    scaler.unscale_(optimizer)
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                loss.backward()
+                if config.grad_clip is not None:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+                optimizer.step()
 
-            batch_correct = int((scores.argmax(1) == yb).sum())
-            loss_sum += float(loss.detach()) * len(yb)
-            correct += batch_correct
+            with torch.no_grad():
+                batch_correct = (scores.argmax(1) == yb).sum()
+                loss_sum += loss.detach().double() * len(yb)
+                correct += batch_correct
             seen += len(yb)
-            info = StepInfo(epoch, step, steps_per_epoch, global_step, float(loss.detach()), batch_correct / len(yb), lr,
-                            elapsed_before + time.perf_counter() - t0)
-            if distributed.agree(ctx.is_main and any([bool(cb.on_step(info)) for cb in callbacks]), ctx):
-                stopped = True
-                break
+            if callbacks or ctx.enabled:  # StepInfo (and its host reads) only for someone who reads it
+                info = StepInfo(epoch, step, steps_per_epoch, global_step, loss_value, int(batch_correct) / len(yb), lr,
+                                elapsed_before + time.perf_counter() - t0)
+                if distributed.agree(ctx.is_main and any([bool(cb.on_step(info)) for cb in callbacks]), ctx):
+                    stopped = True
+                    break
 
         test_acc = distributed.weighted_mean(accuracy(model, local_test, device), len(local_test), ctx)
         elapsed = elapsed_before + time.perf_counter() - t0
-        record = {"epoch": epoch + 1, "train_loss": loss_sum / max(1, seen), "train_accuracy": correct / max(1, seen),
+        record = {"epoch": epoch + 1, "train_loss": float(loss_sum) / max(1, seen), "train_accuracy": int(correct) / max(1, seen),
                   "test_accuracy": test_acc, "elapsed_s": elapsed}
         history.append(record)
         if out is not None and ctx.is_main:
