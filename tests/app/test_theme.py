@@ -103,3 +103,11 @@ def test_pages_draw_with_the_theme_ink_and_caption_their_charts(pretrained):
     assert trace(fig, "simplex vertices")["marker"]["line"]["color"] == figures.INKS["light"].text
     assert fig["layout"]["meta"]["gccs_theme"] == "light"  # AppTest has no browser theme: light
     assert at.caption  # the latent page says what its charts show
+
+
+def test_line_colours_are_the_strongest_palette_colours():
+    lines = [figures.series_colour(i) for i in range(len(figures.SERIES_ORDER))]
+    assert len(set(lines)) == len(lines) and set(lines) <= set(figures.PALETTE)
+    assert min(contrast(c, bg) for c in lines for bg in BACKGROUNDS) >= 2.2
+    fig = figures.line_figure([1, 2], {"a": [0, 1], "b": [1, 0]}, "t", "x", "y")
+    assert [d.line.color for d in fig.data] == lines[:2] and fig.data[0].line.dash != fig.data[1].line.dash
