@@ -227,6 +227,20 @@ def finish(job: TrainJob) -> None:
         "planned": job.total_epochs, "stopped": job.status == "stopped",
         "test_accuracy": job.history[-1]["test_accuracy"] if job.history else float("nan"),
         "seconds": job.seconds, "figure": fig, "panel": {"kind": kind}, "snapshots": job.snapshots}
+    st.session_state["_overlay_fresh"] = True  # the overlay starts from this run
+
+
+def overlay_default(runs: dict[str, list[dict[str, float]]], result: dict[str, Any] | None) -> list[str]:
+    """The runs the overlay starts with: the new run and the first run of the other loss family (cross-entropy
+    for a GCCS-like run, GCCS for the others); without a new run, the first GCCS and cross-entropy runs."""
+    labels = list(runs)
+    mine = ([k for k in labels if k.startswith(f"{result['name']}{registry.SOURCE_TAGS['user']} · ")][:1]
+            if result else [])
+    loss = (result or {}).get("loss", "")
+    other = "ce" if loss != "ce" else "gccs"
+    firsts = [next((k for k in labels if k.endswith(f" · {name}") and k not in mine), None)
+              for name in ((other,) if mine else ("gccs", "ce"))]
+    return mine + [k for k in firsts if k is not None]
 
 
 def run_histories(entries: list[registry.ModelEntry]) -> dict[str, list[dict[str, float]]]:

@@ -113,9 +113,11 @@ runs = training.run_histories(registry.list_models(st.session_state["tr_dataset"
 if not runs:
     st.caption("No saved run with a history for this dataset yet.")
     st.stop()
-default = [k for k in runs if result and not result.get("error") and k.startswith(result["name"] + " ")][:1]
-default += [k for k in runs if k not in default][: 2 - len(default)]
-picked = st.multiselect("Runs to overlay", list(runs), default=default, key="tr_overlay",
+fresh = result is not None and not result.get("error") and st.session_state.pop("_overlay_fresh", False)
+if fresh or "tr_overlay" not in st.session_state:  # a new run: overlay it with a model of the other loss family
+    st.session_state["tr_overlay"] = training.overlay_default(runs, result if fresh else None)
+st.session_state["tr_overlay"] = [k for k in st.session_state["tr_overlay"] if k in runs]
+picked = st.multiselect("Runs to overlay", list(runs), key="tr_overlay",
                         help="Pretrained models and the runs you trained here, from the history saved in each checkpoint.")
 if picked:
     fig_acc, fig_loss = figures.overlay_figures({k: runs[k] for k in picked})

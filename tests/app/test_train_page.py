@@ -65,6 +65,7 @@ def test_overlay_draws_the_curves_of_both_runs(pretrained):
     options = at.multiselect(key="tr_overlay").options
     mine = next(o for o in options if o.startswith("ov "))
     ce = next(o for o in options if o.startswith("digits-ce"))
+    assert at.multiselect(key="tr_overlay").value == [mine, ce]  # the new GCCS run against cross-entropy at once
     at.multiselect(key="tr_overlay").set_value([mine, ce]).run()
     assert not at.exception and not errors(at), errors(at)
     acc = next(s for s in specs(at) if s["layout"].get("title", {}).get("text") == "test accuracy per epoch")
