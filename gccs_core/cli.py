@@ -269,7 +269,8 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
                    help="Square iterations (on white-box survivors)")
     p.add_argument("--square-on-all", action="store_true", help="run Square on every example and report its accuracy")
     p.add_argument("--apgd-on-survivors", action="store_true",
-                   help="run APGD only on the examples our attacks did not break (same worst case, much cheaper)")
+                   help="run APGD only on the examples our attacks did not break (much cheaper; the same worst case "
+                   "up to APGD's random start, which ART draws per batch: see docs/attacks.md, Cascades)")
     p.add_argument("--attacks", default=None, help=f"comma-separated subset of the suite: {', '.join(ev.SUITE_LABELS)}")
     p.add_argument("--min-l2", default="deepfool", help=f"{', '.join(ev.MIN_L2_CHOICES)} or none")
     p.add_argument("--min-l2-n", type=int, default=ev.DEFAULT_MIN_L2_N, help="examples for the median minimal L2 perturbation")
