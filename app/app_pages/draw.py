@@ -19,15 +19,20 @@ c_in, c_seen = st.columns([2, 1])
 with c_in:
     source = st.radio("Picture", ["Draw", "Upload"], horizontal=True, key="draw_source")
     image = None
-    if source == "Draw":
+    try:
         from streamlit_drawable_canvas import st_canvas
-
+    except ImportError:  # an install without the optional canvas: uploads still work
+        st_canvas = None
+        if source == "Draw":
+            st.info("The drawing canvas needs the package streamlit-drawable-canvas (requirements.txt); "
+                    "upload a picture instead.")
+    if source == "Draw" and st_canvas is not None:
         canvas = st_canvas(stroke_width=22, stroke_color="#FFFFFF", background_color="#000000", height=280, width=280,
                            drawing_mode="freedraw", key="draw_canvas", return_image_data=True)
         data = getattr(canvas, "image_data", None) if canvas is not None else None
         if data is not None and data[..., :3].max() > 0:
             image = data
-    else:
+    elif source == "Upload":
         up = st.file_uploader("A PNG or JPG of one digit", type=drawing.UPLOAD_TYPES, key="draw_upload",
                               max_upload_size=drawing.MAX_UPLOAD_MB)
         image = up.getvalue() if up is not None else None
