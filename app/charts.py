@@ -14,7 +14,7 @@ from typing import Any
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from app.figures import class_colour
+from app.figures import class_colour, ink
 
 MUTED = "rgba(120,120,120,0.45)"
 BAR_TITLES = {"distance": "distance to each vertex (nearest wins)", "score": "class scores (highest wins)"}
@@ -32,7 +32,7 @@ def step_bars_figure(bars: Sequence[Mapping[str, Any]], class_names: Sequence[st
         colours = [class_colour(k) if k == winner else MUTED for k in range(len(names))]
         widths = [3 if k == int(true_class) else 0 for k in range(len(names))]
         fig.add_trace(go.Bar(x=names, y=[float(v) for v in b["values"]], name=b["kind"], showlegend=False,
-                             marker={"color": colours, "line": {"width": widths, "color": "black"}},
+                             marker={"color": colours, "line": {"width": widths, "color": ink().text}},
                              hovertemplate="class %{x}: %{y:.3g}<extra></extra>"), row=1, col=col)
     fig.update_layout(height=height, margin={"l": 10, "r": 10, "t": 50, "b": 10}, bargap=0.25,
                       title={"text": f"step {step}: what each model sees (outlined: true class {names[int(true_class)]})",
