@@ -334,6 +334,8 @@ def _add_attack(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--n", type=int, default=100)
     p.add_argument("--split", default="test")
     p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--early-exit", action="store_true", help="native attacks: stop attacking an example once the model "
+                   "confirms it is broken (same broken examples, less work; its x_adv is the first confirmed success)")
     p.add_argument("--save", default=None, help="write x_adv, pred, success (and the trajectory) to this .safetensors file")
     p.add_argument("--device", choices=DEVICES, default="auto", help="auto: cuda, then mps, then cpu")
     p.add_argument("--amp", default=d.amp, help=f"{' or '.join(AMP)}: native attacks' gradients under bfloat16 "
@@ -372,7 +374,7 @@ def cmd_attack(a: argparse.Namespace) -> int:
     ds = load_dataset(dataset, a.split, limit=a.n)
     res = run_attack(model, ds.x, ds.y, a.attack, eps=a.eps, steps=a.steps, norm=a.norm, objective=a.objective,
                      target=a.target, step_size=a.step_size, restarts=a.restarts, record=a.save is not None, seed=a.seed,
-                     amp=a.amp)
+                     amp=a.amp, early_exit=a.early_exit)
     l2, linf = res.perturbation(ds.x)
     clean = float((model.predict(ds.x.to(device)).cpu() == ds.y).float().mean())
     kind = f"targeted to class {a.target}" if a.target is not None else "untargeted"

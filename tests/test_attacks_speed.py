@@ -118,3 +118,19 @@ def test_early_exit_with_batched_restarts_drops_every_copy(digits_ce_model, batc
     assert torch.equal(full.success, fast.success)
     assert rows_full == 3 * N * 11 + N  # 3 restarts x (10 steps + 1 scoring) in one batch, + the verdict
     assert rows_fast < 0.8 * rows_full
+
+
+@pytest.mark.parametrize("rows_cap", [2 * N, N, 3 * N])
+def test_restarts_batched_under_a_row_cap_give_the_same_result(digits_ce_model, batch, monkeypatch, rows_cap):
+    """Large batches take a few restarts at a time (MAX_RESTART_ROWS): still the same as one by one."""
+    from gccs_core.attacks import native
+
+    x, y = batch
+    spec = AttackSpec("pgd", 0.05, 6, "linf", "margin", restarts=3, seed=2)
+    one = native_attack(digits_ce_model.eval(), x, y, spec, record=True, batch_restarts=False)
+    monkeypatch.setattr(native, "MAX_RESTART_ROWS", rows_cap)
+    count = RowCounter(digits_ce_model)
+    capped = native_attack(digits_ce_model.eval(), x, y, spec, record=True)
+    rows = count.close()
+    assert torch.equal(one.x_adv, capped.x_adv) and torch.equal(one.trajectory.z, capped.trajectory.z)
+    assert rows == 3 * N * 7 + 2 * N  # the frame-0 forward and the verdict, whatever the grouping

@@ -171,3 +171,15 @@ def test_parse_channels_keeps_none_and_repeats_nothing():
     assert parse_channels(None, "--mean", 3) is None
     assert parse_channels("0.5", "--mean", 3) == (0.5,)
     assert parse_channels(" 0.1, 0.2 ,0.3", "--std", 3) == (0.1, 0.2, 0.3)
+
+
+def test_cli_attack_early_exit_breaks_the_same_examples(normalised, capsys):
+    path, _ = normalised
+    base = ["attack", "--arch", ARCH, "--weights", str(path), "--dataset", "digits", "--mean", str(MEAN), "--std", str(STD),
+            "--eps", "0.1", "--steps", "10", "--n", str(N), "--device", "cpu"]
+    lines = []
+    for extra in ([], ["--early-exit"]):
+        code, text, err = _cli([*base, *extra], capsys)
+        assert code == 0, err
+        lines.append(re.search(r"adversarial accuracy (\S+)", text).group(1))
+    assert lines[0] == lines[1] and float(lines[0]) < 0.9

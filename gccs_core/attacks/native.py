@@ -23,6 +23,8 @@ from .objectives import attack_objective
 from .types import _TINY, MIM_DECAY, OBJECTIVES, STEP_FACTOR, AttackResult, AttackSpec, Trajectory, succeeded
 
 Frames = list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
+MAX_RESTART_ROWS = 2048
+"""Batched restarts stack at most this many rows (or one restart, if N is larger), to bound the memory."""
 
 
 def _flat_norm(t: torch.Tensor) -> torch.Tensor:
@@ -174,8 +176,9 @@ def native_attack(
 
     FGSM is one step of size eps from the clean input (``steps``, ``random_start`` and ``restarts``
     are ignored); BIM and MIM start from the clean input and do not restart. PGD's restarts run as one
-    batch of ``restarts x N`` rows (``batch_restarts``; the random starts are drawn in the same order as
-    one restart after another, and the per-example choice between restarts is the same). ``early_stop``:
+    batch of ``restarts x N`` rows (``batch_restarts``; at most ``MAX_RESTART_ROWS`` rows, so large
+    batches take a few restarts at a time); the random starts are drawn in the same order as one restart
+    after another, and the per-example choice between restarts is the same. ``early_stop``:
     see ``_iterate`` (an example broken in any restart stops being attacked).
     """
     dev = model_device(model)
@@ -201,25 +204,21 @@ def native_attack(
               for _ in range(reps)]  # drawn in restart order: the same starts as restarts run one by one
     per_run: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
     runs: list[Frames] = []
-    if batch_restarts or reps == 1:
-        def rep(t: torch.Tensor | None) -> torch.Tensor | None:
-            return t if reps == 1 or t is None else t.repeat(reps, *[1] * (t.dim() - 1))
+    per_batch = max(1, min(reps, MAX_RESTART_ROWS // max(1, n))) if batch_restarts else 1
+    for first in range(0, reps, per_batch):  # restarts in batches of at most MAX_RESTART_ROWS rows
+        k = min(per_batch, reps - first)
 
-        rx, rloss, rsucc, frames = _iterate(fast, rep(x), rep(y), rep(tgt), spec, alpha,  # type: ignore[arg-type]
-                                            torch.cat(starts) if reps > 1 else starts[0].clone(), record, early_stop,
-                                            confirm=confirm, group=n)
-        for r in range(reps):
+        def rep(t: torch.Tensor | None, k: int = k) -> torch.Tensor | None:
+            return t if k == 1 or t is None else t.repeat(k, *[1] * (t.dim() - 1))
+
+        start = torch.cat(starts[first : first + k]) if k > 1 else starts[first].clone()
+        rx, rloss, rsucc, frames = _iterate(fast, rep(x), rep(y), rep(tgt), spec, alpha, start,  # type: ignore[arg-type]
+                                            record, early_stop, confirm=confirm, group=n)
+        for r in range(k):
             part = slice(r * n, (r + 1) * n)
             per_run.append((rx[part], rloss[part], rsucc[part]))
             if frames is not None:
                 runs.append([(fx[part], fz[part], fs[part]) for fx, fz, fs in frames])
-    else:
-        for r in range(reps):
-            rx, rloss, rsucc, frames = _iterate(fast, x, y, tgt, spec, alpha, starts[r].clone(), record, early_stop,
-                                                confirm=confirm)
-            per_run.append((rx, rloss, rsucc))
-            if frames is not None:
-                runs.append(frames)
     best_x = x.clone()
     best_loss = torch.full((n,), float("-inf"), device=x.device)
     best_succ = torch.zeros(n, dtype=torch.bool, device=x.device)
