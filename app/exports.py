@@ -6,6 +6,7 @@ The files are built only when a button is clicked (deferred ``data``) and a clic
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable, Mapping
 
 import numpy as np
@@ -27,3 +28,32 @@ def download_row(key: str, figure: go.Figure, table: Callable[[], Mapping[str, n
                           key=f"{key}_csv", on_click="ignore", help="The plotted coordinates, one row per point.")
     c_npz.download_button("NPZ", lambda: table_npz(table()), file_name=f"{stem}.npz", mime="application/octet-stream",
                           key=f"{key}_npz", on_click="ignore", help="The same columns as numpy arrays (np.load).")
+
+
+@st.fragment
+def html_button(key: str, figure: go.Figure, stem: str) -> None:
+    """One 'Download HTML' button for a chart (offline, interactive; plotly.js inside)."""
+    st.download_button("Download HTML", lambda: figures.figure_html(figure, stem), file_name=f"{stem}.html",
+                       mime="text/html", key=f"{key}_html", on_click="ignore", icon=":material/download:",
+                       help="The interactive chart as one HTML file that works offline (plotly.js inside).")
+
+
+@st.fragment
+def file_button(key: str, label: str, data: Callable[[], bytes | str], file_name: str, mime: str, help: str) -> None:
+    """One download button whose file is built only when clicked; the click does not rerun the page."""
+    st.download_button(label, data, file_name=file_name, mime=mime, key=key, on_click="ignore",
+                       icon=":material/download:", help=help)
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+    """An (H, W) or (H, W, C) image, uint8 or float in [0, 1], as PNG bytes."""
+    from PIL import Image
+
+    arr = np.asarray(image)
+    if arr.dtype != np.uint8:
+        arr = (np.clip(arr.astype(np.float32), 0.0, 1.0) * 255 + 0.5).astype(np.uint8)
+    if arr.ndim == 3 and arr.shape[-1] == 1:
+        arr = arr[..., 0]
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG")
+    return buf.getvalue()

@@ -677,6 +677,29 @@ def panels_table(panels: Sequence[Panel], samples: np.ndarray) -> dict[str, np.n
     return {key: np.concatenate(parts) for key, parts in cols.items()}
 
 
+def adversarial_images(panels: Sequence[Panel], samples: np.ndarray) -> dict[str, np.ndarray]:
+    """The attack's images as arrays for ``np.load``: ``sample`` (N,) dataset indices, ``label`` (N,),
+    ``clean`` (N, H, W, C) the inputs, and per panel ``<i>_adversarial`` (N, H, W, C) its last frame's
+    inputs, ``<i>_pred`` (N,) its predictions on them and ``<i>_model`` its label (``i`` = panel number).
+    Pixel values in [0, 1], float32, at the precision the panels hold (the app keeps its frames in float16,
+    about 1e-3). Refuses panels without inputs (a training animation has none)."""
+    samples = np.asarray(samples)
+    if not panels or len(samples) == 0:
+        raise ValueError("nothing to export: the attack has no samples.")
+    if any(p.x is None for p in panels):
+        raise ValueError("nothing to export: these panels carry no input images (only attacks do).")
+    first = panels[0]
+    out: dict[str, np.ndarray] = {"sample": samples, "label": np.asarray(first.y),
+                                  "clean": np.asarray(first.x[0], dtype=np.float32)}
+    for i, p in enumerate(panels):
+        if p.x.shape[1] != len(samples):
+            raise ValueError(f"panel {p.title!r} has {p.x.shape[1]} samples but {len(samples)} indices were given.")
+        out[f"{i}_adversarial"] = np.asarray(p.x[-1], dtype=np.float32)
+        out[f"{i}_pred"] = np.asarray(p.pred[-1])
+        out[f"{i}_model"] = np.asarray(p.label or p.title)
+    return out
+
+
 def table_csv(table: Mapping[str, np.ndarray]) -> str:
     """A table of equal-length columns as CSV text (header row first; floats with 6 significant digits)."""
     names = list(table)

@@ -233,3 +233,40 @@ def test_exported_tables_hold_the_plotted_numbers(digits_gccs_model):
         panels_table(panels, np.array([], dtype=int))
     with pytest.raises(ValueError, match="has 4 points but 3 samples"):
         panels_table(panels, view.idx[:3])
+
+
+def test_adversarial_images_export_holds_each_models_last_frame(digits_gccs_model, digits_ce_model):
+    from gccs_core.attacks import run_attack
+    from gccs_core.views import adversarial_images
+
+    data = load_dataset("digits", "test")
+    view = latent_view(digits_gccs_model, data, methods=("simplex",), n_samples=30)
+    proj = projection_for_view(view, "simplex")
+    pos = view.positions(view.idx[:6])
+    x, y = data.x[view.idx[:6]], data.y[view.idx[:6]]
+    panels = []
+    for name, model in (("gccs", digits_gccs_model), ("ce", digits_ce_model)):
+        res = run_attack(model, x, y, attack="pgd", eps=0.2, steps=4, objective="margin", record=True)
+        t = res.trajectory
+        frames_x = t.x.permute(0, 1, 3, 4, 2).numpy()  # (T, N, H, W, C) as panels hold them
+        panels.append(attack_panel(view, proj, "simplex", t.z.numpy(), t.pred.numpy(), view.y[pos], title=name,
+                                   label=name, x=frames_x))
+    table = adversarial_images(panels, view.idx[:6])
+    with np.load(io.BytesIO(table_npz(table)), allow_pickle=False) as back:
+        assert back["clean"].shape == (6, 8, 8, 1) and back["clean"].dtype == np.float32
+        np.testing.assert_array_equal(back["sample"], view.idx[:6])
+        for i, p in enumerate(panels):
+            np.testing.assert_array_equal(back[f"{i}_adversarial"], p.x[-1].astype(np.float32))
+            np.testing.assert_array_equal(back[f"{i}_pred"], p.pred[-1])
+            assert str(back[f"{i}_model"]) == p.label
+            delta = np.abs(back[f"{i}_adversarial"] - back["clean"]).max()
+            assert 0 < delta <= 0.2 + 1e-6  # the attack moved the images, inside its ball
+    with pytest.raises(ValueError, match="no input images"):
+        adversarial_images([snapshot_like(panels[0])], view.idx[:6])
+
+
+def snapshot_like(panel):
+    """The same panel without inputs, as a training animation would be."""
+    from dataclasses import replace
+
+    return replace(panel, x=None)

@@ -3,10 +3,11 @@ latent space, in an L-inf or L2 ball; per step, the images and each model's clas
 
 from __future__ import annotations
 
+import numpy as np
 import streamlit as st
 
 from app import attacking, charts, exports, figures, loaders, registry, state
-from gccs_core.views import panels_table
+from gccs_core.views import adversarial_images, panels_table, table_npz
 
 dataset, method = st.session_state["dataset"], st.session_state["method"]
 st.title("Attack")
@@ -93,22 +94,51 @@ for panel in out["panels"]:
     p = int(panel.pred[step, pos])
     verdict = "✅ correct" if p == out["y"][pos] else "❌ fooled"
     cols[4].markdown(f"step {step}: predicted **{names[p]}** {verdict}")
+stem = f"attack-{out['attack']}-eps{out['eps']:g}"
+
+
+def _sample_png() -> bytes:
+    """The chosen sample at the chosen step, one row per model: original | perturbation (amplified) | adversarial."""
+    rows = []
+    for panel in out["panels"]:
+        x0, xt = panel.x[0, pos], panel.x[step, pos]
+        amp = out["eps"] if out.get("norm", "linf") == "linf" else float(abs(panel.x[:, pos] - x0).max())
+        parts = [figures.upscale(x0, 112), figures.perturbation_image(xt - x0, amp, 112), figures.upscale(xt, 112)]
+        rows.append(np.hstack(parts))
+    return exports.png_bytes(np.vstack(rows))
+
+
+c_npz, c_png, _ = st.columns([1.4, 1.4, 3])
+with c_npz:
+    exports.file_button("dl_adv_npz", "Adversarial images (NPZ)",
+                        lambda: table_npz(adversarial_images(out["panels"], out["idx"])), f"{stem}-images.npz",
+                        "application/octet-stream", "Every sample's clean and final adversarial image per model, with "
+                        "labels and predictions (np.load; no pickle).")
+with c_png:
+    exports.file_button("dl_adv_png", "This sample (PNG)", _sample_png, f"{stem}-sample{out['idx'][pos]}-step{step}.png",
+                        "image/png", "Original, amplified perturbation and adversarial image of the chosen sample at "
+                        "the chosen step, one row per model.")
 try:
     bars = attacking.step_readouts(out, step, pos)
 except (ValueError, KeyError) as err:
     state.show_error(err, "Per-step bars unavailable")
 else:
-    st.plotly_chart(charts.step_bars_figure(bars, names, int(out["y"][pos]), step), key="step_bars", width="stretch",
-                    config={"displaylogo": False})
+    bars_fig = charts.step_bars_figure(bars, names, int(out["y"][pos]), step)
+    st.plotly_chart(bars_fig, key="step_bars", width="stretch", config={"displaylogo": False})
+    exports.html_button("dl_bars", bars_fig, f"{stem}-bars-step{step}")
 
 c_flip, c_rob = st.columns(2)
 with c_flip:
-    st.plotly_chart(figures.line_figure(list(range(out["n_frames"])), out["flips"], "flipped samples per step",
-                                        "step", "samples flipped"), key="flips", width="stretch")
+    flips_fig = figures.line_figure(list(range(out["n_frames"])), out["flips"], "flipped samples per step", "step",
+                                    "samples flipped")
+    st.plotly_chart(flips_fig, key="flips", width="stretch")
+    exports.html_button("dl_flips", flips_fig, f"{stem}-flips")
 with c_rob:
     try:
         curve = attacking.robust_curve(entries, out)
-        st.plotly_chart(figures.line_figure(curve["eps"], curve["series"], curve["title"], "eps", "robust accuracy",
-                                            y_range=[0, 1.02]), key="robust", width="stretch")
+        curve_fig = figures.line_figure(curve["eps"], curve["series"], curve["title"], "eps", "robust accuracy",
+                                        y_range=[0, 1.02])
+        st.plotly_chart(curve_fig, key="robust", width="stretch")
+        exports.html_button("dl_robust", curve_fig, f"{stem}-robust-curve")
     except (ValueError, RuntimeError) as err:
         state.show_error(err, "Robust accuracy curve unavailable")

@@ -3,10 +3,12 @@ under the weak or the strong protocol with their confidence intervals."""
 
 from __future__ import annotations
 
+import json
+
 import pandas as pd
 import streamlit as st
 
-from app import charts, comparing, figures, registry, state
+from app import charts, comparing, exports, figures, registry, state
 from gccs_core import study_table
 
 dataset = st.session_state["dataset"]
@@ -36,9 +38,10 @@ reports, missing = comparing.reports_for(models, norm)
 if reports:
     table = comparing.table(reports)
     st.dataframe(pd.DataFrame(table["rows"]), hide_index=True, width="stretch")
-    st.plotly_chart(figures.line_figure(table["eps"], table["curves"], f"worst-case robust accuracy on {dataset} ({label})",
-                                        f"eps ({label})", "robust accuracy", 420, [0, 1.02]), key="compare_curves",
-                    width="stretch")
+    curves_fig = figures.line_figure(table["eps"], table["curves"], f"worst-case robust accuracy on {dataset} ({label})",
+                                     f"eps ({label})", "robust accuracy", 420, [0, 1.02])
+    st.plotly_chart(curves_fig, key="compare_curves", width="stretch")
+    exports.html_button("dl_compare", curves_fig, f"robustness-{dataset}-{norm}")
     pick = st.selectbox("Per-attack table of", list(reports), key="compare_detail",
                         format_func=lambda k: reports[k]["label"])
     rep = reports[pick]["report"]
@@ -46,6 +49,9 @@ if reports:
     for flag in rep.flags:
         st.warning(f"[{flag['code']}] {flag['message']}")
     st.caption(f"n = {rep.n} test samples, seed {rep.seed}, {rep.elapsed_s:.0f} s of evaluation, {rep.norm}.")
+    exports.file_button("dl_report", "Report (JSON)", lambda: json.dumps(rep.to_dict(), indent=1),
+                        f"{reports[pick]['label']}-robustness-{norm}.json", "application/json",
+                        "This model's robustness report, in the library's format (gccs_core.report.load_report reads it).")
 else:
     st.info(f"No {label} robustness report for these models yet.")
 
@@ -82,8 +88,9 @@ st.caption(f"{protocol.capitalize()} protocol ({comparing.PROTOCOL_HELP[protocol
            "has zero width.")
 rows = study_table.readings_table(results, protocol, norm)
 if rows:
-    st.plotly_chart(charts.interval_figure(rows, f"study: robust accuracy, {protocol} protocol ({label})"),
-                    key="study_intervals", width="stretch")
+    study_fig = charts.interval_figure(rows, f"study: robust accuracy, {protocol} protocol ({label})")
+    st.plotly_chart(study_fig, key="study_intervals", width="stretch")
+    exports.html_button("dl_study", study_fig, f"study-{protocol}-{norm}")
     cols = ["arm", "reading", "sigma", "eps", "robust", "low", "high", "interval", "seeds", "n", "clean"]
     frame = pd.DataFrame([{k: r[k] for k in cols} for r in rows])
     frame["seeds"] = frame["seeds"].map(lambda s: ", ".join(map(str, s)))

@@ -140,6 +140,21 @@ def test_attack_animation_downloads_as_offline_html_and_csv(page, server, tmp_pa
     rows = csv_file.read_text().splitlines()
     assert rows[0] == "model,step,sample,label,pred,x,y,boundary_distance,perturbation"
     assert len(rows) == 1 + 2 * 6 * 8  # two models, clean + 5 steps, 8 samples
+    with page.expect_download(timeout=60_000) as info:
+        page.locator(".st-key-dl_adv_npz button").first.click()
+    npz = tmp_path / "images.npz"
+    info.value.save_as(npz)
+    import numpy as np
+
+    with np.load(npz, allow_pickle=False) as images:
+        assert images["clean"].shape == (8, 8, 8, 1) and images["0_adversarial"].shape == (8, 8, 8, 1)
+        assert 0 < float(np.abs(images["0_adversarial"] - images["clean"]).max()) <= 0.2 + 1e-3  # float16 frames
+        assert set(images["label"].tolist()) == {3}
+    with page.expect_download(timeout=60_000) as info:
+        page.locator(".st-key-dl_adv_png button").first.click()
+    png = tmp_path / "sample.png"
+    info.value.save_as(png)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     wait_script_idle(page)
     assert_clean(page)
     # open the file offline: every request other than the file itself is recorded and refused
