@@ -127,6 +127,8 @@ def test_attack_animation_downloads_as_offline_html_and_csv(page, server, tmp_pa
     page.locator(".st-key-run_attack button").click()
     page.wait_for_selector("text=Computed in", timeout=120_000)
     wait_script_idle(page)
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.locator(".st-key-attack_anim").screenshot(path=str(SHOTS / "decision-plane.png"))
     with page.expect_download(timeout=60_000) as info:
         page.locator(".st-key-dl_attack_html button").first.click()
     html = tmp_path / "attack.html"
