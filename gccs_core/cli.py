@@ -81,7 +81,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--loss", choices=list(LOSSES), default=d.loss)
     p.add_argument("--encoder", choices=list(ENCODERS), default=None, help="default: the dataset's (mlp/cnn/resnet18)")
     p.add_argument("--latent-dim", type=int, default=d.latent_dim)
-    p.add_argument("--epochs", type=int, default=d.epochs)
+    p.add_argument("--epochs", type=int, default=None,
+                   help=f"default {d.epochs}; with --resume: continue the run to this many epochs in total")
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--optimizer", choices=OPTIMIZERS, default=d.optimizer)
     p.add_argument("--lr", type=float, default=d.lr, help="peak learning rate")
@@ -140,6 +141,8 @@ def train_config_from_args(a: argparse.Namespace) -> TrainConfig:
     values["dataset"] = getattr(a, "data", None) or a.dataset
     values["loss_params"] = loss_params_from_args(a)
     values["sync_batchnorm"] = not a.no_sync_bn
+    if values.get("epochs") is None:
+        values["epochs"] = TrainConfig().epochs
     return TrainConfig(**values)
 
 
@@ -148,7 +151,8 @@ def cmd_train(a: argparse.Namespace) -> int:
     from .train import resume_config, train
 
     config = train_config_from_args(a)
-    effective = resume_config(config, a.out) if a.resume else config  # what the progress bar and summary describe
+    more = a.epochs if a.resume else None  # --resume --epochs N: continue to N epochs in total
+    effective = resume_config(config, a.out, more) if a.resume else config  # what the progress bar and summary describe
     main_process = os.environ.get("RANK", "0") == "0"  # torchrun sets RANK; a single process is rank 0
     bar = None
     callbacks: list[Callback] = []
@@ -162,7 +166,7 @@ def cmd_train(a: argparse.Namespace) -> int:
         board = callback_for_run(a.tensorboard, effective.dataset, effective.data_root)
         callbacks.append(board)
     try:
-        result = train(config, callbacks, out_dir=a.out, resume=a.resume)
+        result = train(config, callbacks, out_dir=a.out, resume=a.resume, epochs=more)
     finally:
         if bar is not None:
             bar.close()

@@ -1,3 +1,4 @@
+import json
 import os
 import subprocess
 import sys
@@ -28,6 +29,13 @@ def test_train_then_info_then_resume(tmp_path):
     assert again.returncode == 2 and "--resume" in again.stderr
     resumed = cli("train", "--out", str(out), "--resume", "--quiet")  # already complete: nothing left to do
     assert resumed.returncode == 0, resumed.stderr
+    more = cli("train", "--out", str(out), "--resume", "--epochs", "3")  # continue the finished run to 3 epochs
+    assert more.returncode == 0, more.stderr
+    assert "epoch 3/3" in more.stderr and "epoch 2/3" not in more.stderr  # only the new epoch ran
+    meta = json.loads((out / "metadata.json").read_text())
+    assert meta["config"]["epochs"] == 3 and [h["epoch"] for h in meta["history"]] == [1, 2, 3]
+    fewer = cli("train", "--out", str(out), "--resume", "--epochs", "1")
+    assert fewer.returncode == 2 and "epochs=1 is fewer than the 3 epochs already done" in fewer.stderr
 
 
 @pytest.mark.parametrize(
