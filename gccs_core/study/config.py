@@ -67,6 +67,10 @@ class StudyConfig:
     augment: bool = True
     latent_dim: int = 16
     wd_grid: tuple[float, ...] = (5e-4, 5e-2)
+    lam_grid: tuple[float, ...] = (1.0, 4.0)
+    """The per-sample pull weight of every GCCS reading, selected with the weight decay on validation accuracy
+    (CE has no lam). lam = 1 is every reading's default; at Delta/sigma 4 it under-trains in the recipe's 10
+    epochs (docs/study-scale.md), which a fixed lam would turn into a recipe confound against GCCS."""
     val_fraction: float = 0.2
     # AT arm
     at_arm: bool = True
@@ -110,7 +114,7 @@ class StudyConfig:
     def quick_config(cls) -> StudyConfig:
         """digits, one reading and CE, one seed, few epochs and examples: the whole pipeline in about a minute."""
         return cls(dataset="digits", readings=("gccs",), sigmas=(1.0,), seeds=(0,), epochs=4, augment=False,
-                   wd_grid=(5e-4, 5e-2), at_readings=("gccs",), at_eps=0.2, at_steps=3, n_eval=40, chunk=20,
+                   wd_grid=(5e-4, 5e-2), lam_grid=(1.0,), at_readings=("gccs",), at_eps=0.2, at_steps=3, n_eval=40, chunk=20,
                    first_n=20, eps=(0.1, 0.3), at_extra_eps=(0.5,), steps=10, restarts=2,
                    square_queries=20,
                    weak_square_queries=20, cw_steps=3, n_autoattack=8, autoattack_chunk=8, autoattack_eps=(0.1,),

@@ -19,19 +19,22 @@ import torch
 
 from gccs_core.checkpoint import load_model
 from gccs_core.data import load_dataset
-from gccs_core.train import TrainConfig, accuracy, train
+from gccs_core.train import TRAINING_FILE, TrainConfig, accuracy, train
 
 from . import autoattack as aa
 from . import protocols
+from .plan import DEFAULT_LAM
 from .store import sha256_file
 
 MODEL_FILE = "model.safetensors"
 
 
-def choose_weight_decay(selections: list[dict[str, Any]]) -> dict[str, Any]:
-    """The grid point with the best validation accuracy (clean accuracy only; ties go to the first in the grid)."""
+def choose_hyperparameters(selections: list[dict[str, Any]]) -> dict[str, Any]:
+    """The grid point (weight decay, and lam for GCCS readings) with the best validation accuracy (clean accuracy
+    only; ties go to the first in the grid). ``grid`` lists ``[weight_decay, lam, val_accuracy]`` per point."""
     best = max(selections, key=lambda r: (r["val_accuracy"], -r["grid_index"]))
-    return {"weight_decay": best["weight_decay"], "grid": [[r["weight_decay"], r["val_accuracy"]] for r in selections]}
+    return {"weight_decay": best["weight_decay"], "lam": best.get("lam"),
+            "grid": [[r["weight_decay"], r.get("lam"), r["val_accuracy"]] for r in selections]}
 
 
 def _select(params: dict[str, Any]) -> dict[str, Any]:
@@ -40,21 +43,29 @@ def _select(params: dict[str, Any]) -> dict[str, Any]:
     a, b = params["val"]
     full = load_dataset(cfg.dataset, "train")
     val = replace(full, x=full.x[a:b], y=full.y[a:b], split="validation")
-    return {"weight_decay": cfg.weight_decay, "val_accuracy": accuracy(res.model, val, torch.device("cpu")),
+    lam = cfg.loss_params.get("lam", DEFAULT_LAM) if "sigma" in cfg.loss_params else None
+    return {"weight_decay": cfg.weight_decay, "lam": lam, "val_accuracy": accuracy(res.model, val, torch.device("cpu")),
             "val_n": b - a, "train_n": a}
 
 
 def _train(params: dict[str, Any], deps: dict[str, dict[str, Any]], work: Path, key: str,
            select_keys: list[str]) -> dict[str, Any]:
     sel = [dict(deps[k], grid_index=i) for i, k in enumerate(select_keys)]
-    choice = choose_weight_decay(sel)
-    cfg = TrainConfig.from_dict({**params["config"], "weight_decay": choice["weight_decay"]})
+    for r in sel:  # selections finished before the lam grid existed ran at the default lam
+        if "lam" not in r:
+            r["lam"] = DEFAULT_LAM if "sigma" in params["config"]["loss_params"] else None
+    choice = choose_hyperparameters(sel)
+    loss_params = dict(params["config"]["loss_params"])
+    if choice["lam"] is not None and choice["lam"] != DEFAULT_LAM:
+        loss_params["lam"] = choice["lam"]
+    cfg = TrainConfig.from_dict({**params["config"], "weight_decay": choice["weight_decay"], "loss_params": loss_params})
     final = work / "models" / key
     if not (final / MODEL_FILE).exists():
         tmp = work / "models" / f".{key}.tmp-{os.getpid()}"
         if tmp.exists():
             shutil.rmtree(tmp)
         train(cfg, out_dir=tmp)
+        (tmp / TRAINING_FILE).unlink(missing_ok=True)  # the optimizer state of a finished run: 3x the model, never read
         os.replace(tmp, final) if not final.exists() else shutil.rmtree(tmp)
     model, meta = load_model(final / MODEL_FILE, with_metadata=True)
     return {"checkpoint": str(Path("models") / key / MODEL_FILE), "sha256": sha256_file(final / MODEL_FILE),

@@ -2,7 +2,7 @@
 
 Order (lowest tier first; inside a tier, configuration by configuration):
 
-0. seed 0 of every plain configuration: weight-decay selection, training, then the weak and strong
+0. seed 0 of every plain configuration: weight-decay (and lam) selection, training, then the weak and strong
    protocols on the first chunk of test examples;
 1. the other seeds of every plain configuration on the same chunk (so every difference gets its
    interval over seeds early), and the seed-0 diagnostics;
@@ -23,14 +23,21 @@ STAGES = {"select": 0, "train": 1, "weak": 2, "strong": 3, "diagnostics": 4, "it
           "autoattack": 7}
 
 
+DEFAULT_LAM = 1.0
+"""Every GCCS reading's default pull weight: left out of the job parameters (the keys of runs made before the
+lam grid stay valid)."""
+
+
 def train_config(cfg: StudyConfig, arm: Arm, seed: int, limit_train: int | None = None,
-                 weight_decay: float | None = None) -> dict[str, Any]:
-    """The TrainConfig fields of one model (``weight_decay`` None: chosen later by the selection jobs)."""
+                 weight_decay: float | None = None, lam: float | None = None) -> dict[str, Any]:
+    """The TrainConfig fields of one model (``weight_decay``/``lam`` None: chosen later by the selection jobs)."""
     out: dict[str, Any] = {
         "dataset": cfg.dataset, "loss": arm.loss, "epochs": cfg.epochs, "batch_size": cfg.batch_size, "lr": cfg.lr,
         "augment": cfg.augment, "latent_dim": cfg.latent_dim, "seed": seed, "device": "cpu",
         "loss_params": {} if arm.sigma is None else {"sigma": arm.sigma, "radius": cfg.radius},
     }
+    if lam is not None and lam != DEFAULT_LAM:
+        out["loss_params"]["lam"] = lam
     if limit_train is not None:
         out["limit_train"] = limit_train
     if weight_decay is not None:
@@ -57,10 +64,12 @@ def build_jobs(cfg: StudyConfig, available_losses: tuple[str, ...], n_train: int
     select_keys: dict[tuple[str, float | None], list[str]] = {}
     for ai, arm in enumerate(plain):
         keys = []
-        for wd in cfg.wd_grid:
-            j = Job("select", {"config": train_config(cfg, arm, cfg.seeds[0], n_train - n_val, wd),
+        grid = [(wd, lam) for wd in cfg.wd_grid for lam in (cfg.lam_grid if arm.prototype else (None,))]
+        for wd, lam in grid:
+            j = Job("select", {"config": train_config(cfg, arm, cfg.seeds[0], n_train - n_val, wd, lam),
                                "val": [n_train - n_val, n_train], "arm": arm.name},
-                    (0, 0, ai, STAGES["select"], wd), label=f"select {arm.name} wd={wd:g}")
+                    (0, 0, ai, STAGES["select"], wd, lam or 0.0),
+                    label=f"select {arm.name} wd={wd:g}" + (f" lam={lam:g}" if lam is not None else ""))
             jobs.append(j)
             keys.append(j.key)
         select_keys[(arm.loss, arm.sigma)] = keys

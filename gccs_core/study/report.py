@@ -85,8 +85,9 @@ def _design(cfg: StudyConfig, data: dict[str, Any]) -> list[str]:
          f" in chunks of {cfg.chunk}; the tables say how many each cell has).",
          f"* **One recipe for every loss**: the dataset's default encoder, latent dimension {cfg.latent_dim}, {cfg.epochs}"
          f" epochs, AdamW, peak learning rate {cfg.lr:g} with warm-up and cosine decay, batch {cfg.batch_size},"
-         f" {'shift augmentation' if cfg.augment else 'no augmentation'}. Weight decay, the one hyperparameter that"
-         f" decides clean accuracy for every loss, is chosen per configuration from the grid {list(cfg.wd_grid)} by"
+         f" {'shift augmentation' if cfg.augment else 'no augmentation'}. Weight decay (every loss) and the pull weight lam"
+         f" (every GCCS reading), the hyperparameters that decide clean accuracy, are chosen per configuration from the"
+         f" grid wd {list(cfg.wd_grid)} x lam {list(cfg.lam_grid)} by"
          f" validation accuracy only, on the last {cfg.val_fraction:.0%} of the training set (trained on the rest, seed"
          f" {cfg.seeds[0]}); the final models train on the whole training set. The AT arm reuses the choice of its plain"
          " configuration. Nothing is selected on test data or on robustness.",
@@ -116,15 +117,22 @@ def _design(cfg: StudyConfig, data: dict[str, Any]) -> list[str]:
          " mean and every difference; exact McNemar p-values on the shared (seed, example) pairs.", ""]
     sel = [m for m in data["models"].values() if m["seed"] == cfg.seeds[0]]
     if sel:
-        L += ["Weight-decay selection (validation accuracy, %):", "",
-              "| configuration | " + " | ".join(f"wd {w:g}" for w in cfg.wd_grid) + " | chosen |",
-              "|---|" + "---|" * (len(cfg.wd_grid) + 1)]
+        L += ["Weight-decay and lam selection (validation accuracy per grid point; lam for the GCCS readings only):", "",
+              "| configuration | validation accuracy | chosen |", "|---|---|---|"]
         for m in sorted(sel, key=lambda m: m["arm"]):
-            grid = dict((round(w, 12), a) for w, a in m["selection"]["grid"])
-            L.append(f"| {m['arm']} | " + " | ".join(_pct(grid.get(round(w, 12))) for w in cfg.wd_grid)
-                     + f" | {m['weight_decay']:g} |")
+            cells = [f"{_point(wd, lam)}: {_pct(acc)}" for wd, lam, acc in map(_grid_point, m["selection"]["grid"])]
+            L.append(f"| {m['arm']} | {' · '.join(cells)} | {_point(m['weight_decay'], m.get('lam'))} |")
         L.append("")
     return L
+
+
+def _grid_point(g: list[Any]) -> tuple[float, float | None, float]:
+    """(weight decay, lam, validation accuracy) of one selection grid entry (older entries had no lam)."""
+    return (g[0], None, g[1]) if len(g) == 2 else (g[0], g[1], g[2])
+
+
+def _point(wd: float, lam: float | None) -> str:
+    return f"wd {wd:g}" + ("" if lam is None else f", lam {lam:g}")
 
 
 def _headline(cells: list[dict[str, Any]], plain: list[dict[str, Any]]) -> list[str]:

@@ -77,6 +77,7 @@ def collect(cfg: StudyConfig, jobs: list[Job], results: dict[str, dict[str, Any]
                "seed": p["seed"], "adv_train": p["adv_train"], "sha256": res["sha256"],
                "checkpoint": repo_relative(work / res["checkpoint"]), "test_accuracy": res["test_accuracy"],
                "train_time_s": res["train_time_s"], "weight_decay": res["config"]["weight_decay"],
+               "lam": res["config"]["loss_params"].get("lam", 1.0) if p["sigma"] is not None else None,
                "selection": res["selection"], "command": train_command(res["config"]), "config": res["config"]}
         if pretrained is not None and p["seed"] == cfg.seeds[0]:
             dst = pretrained / f"{cfg.dataset}-{p['arm']}.safetensors"
@@ -255,7 +256,7 @@ def write_outputs(cfg: StudyConfig, jobs: list[Job], stored: dict[str, dict[str,
         seed0 = [m for m in data["models"].values() if m["seed"] == cfg.seeds[0]]
         write_json(pretrained / "manifest.json", {**header, "models": [
             {"file": Path(m["checkpoint"]).name, "arm": m["arm"], "sha256": m["sha256"], "test_accuracy": m["test_accuracy"],
-             "weight_decay": m["weight_decay"], "train_time_s": m["train_time_s"], "command": m["command"],
+             "weight_decay": m["weight_decay"], "lam": m.get("lam"), "train_time_s": m["train_time_s"], "command": m["command"],
              "study_command": command, "config": m["config"]} for m in sorted(seed0, key=lambda m: m["arm"])]})
     from .store import atomic_write_text
 

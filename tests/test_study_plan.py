@@ -1,0 +1,45 @@
+"""The study's job graph: the hyperparameter grid (weight decay for every loss, lam for the GCCS readings)."""
+
+from gccs_core.study.config import StudyConfig
+from gccs_core.study.jobs import choose_hyperparameters
+from gccs_core.study.plan import build_jobs
+
+
+def _selects(cfg: StudyConfig) -> dict[str, list[dict]]:
+    jobs = build_jobs(cfg, ("gccs", "ce", "gccs-subspace"), n_train=1000, n_test=200)
+    out: dict[str, list[dict]] = {}
+    for j in jobs:
+        if j.kind == "select":
+            out.setdefault(j.params["arm"], []).append(j.params["config"])
+    return out
+
+
+def test_gccs_readings_select_lam_and_weight_decay_ce_only_weight_decay():
+    cfg = StudyConfig(readings=("gccs", "gccs-subspace"), sigmas=(1.0, 3.73), wd_grid=(5e-4, 5e-2), lam_grid=(1.0, 4.0))
+    sel = _selects(cfg)
+    assert sorted(sel) == ["ce", "gccs-s1", "gccs-s3.73", "gccs-subspace-s1", "gccs-subspace-s3.73"]
+    assert [(c["weight_decay"], c["loss_params"].get("lam")) for c in sel["ce"]] == [(5e-4, None), (5e-2, None)]
+    points = [(c["weight_decay"], c["loss_params"].get("lam", "default")) for c in sel["gccs-s3.73"]]
+    assert points == [(5e-4, "default"), (5e-4, 4.0), (5e-2, "default"), (5e-2, 4.0)]  # lam 1 stays implicit
+    assert all(c["loss_params"]["sigma"] == 3.73 for c in sel["gccs-s3.73"])
+
+
+def test_the_lam_grid_changes_training_keys_but_not_the_default_points():
+    before = StudyConfig(readings=("gccs",), sigmas=(1.0,), lam_grid=(1.0,))
+    after = StudyConfig(readings=("gccs",), sigmas=(1.0,), lam_grid=(1.0, 4.0))
+    keys = {cfg.lam_grid: {j.label: j.key for j in build_jobs(cfg, ("gccs", "ce"), 1000, 200)} for cfg in (before, after)}
+    old, new = keys[(1.0,)], keys[(1.0, 4.0)]
+    assert old["select gccs-s1 wd=0.0005 lam=1"] == new["select gccs-s1 wd=0.0005 lam=1"]  # finished work is kept
+    assert old["train gccs-s1 seed 0"] != new["train gccs-s1 seed 0"]  # the model now depends on the larger grid
+    assert old["train ce seed 0"] == new["train ce seed 0"]  # CE has no lam: untouched
+
+
+def test_choice_is_the_best_validation_accuracy_ties_to_the_first_grid_point():
+    grid = [{"weight_decay": 5e-4, "lam": 1.0, "val_accuracy": 0.55, "grid_index": 0},
+            {"weight_decay": 5e-4, "lam": 4.0, "val_accuracy": 0.91, "grid_index": 1},
+            {"weight_decay": 5e-2, "lam": 1.0, "val_accuracy": 0.91, "grid_index": 2}]
+    got = choose_hyperparameters(grid)
+    assert (got["weight_decay"], got["lam"]) == (5e-4, 4.0)
+    assert got["grid"] == [[5e-4, 1.0, 0.55], [5e-4, 4.0, 0.91], [5e-2, 1.0, 0.91]]
+    ce = choose_hyperparameters([{"weight_decay": 5e-2, "lam": None, "val_accuracy": 0.97, "grid_index": 0}])
+    assert ce["lam"] is None and ce["weight_decay"] == 5e-2
