@@ -10,8 +10,13 @@ Two probes:
   to their vertices and the within-class spread in the simplex subspace and its complement (units of
   sigma), and the accuracy of a nearest-class-mean rule (which tells displaced means from too much spread).
 
+* ``gradients``: norms of the class-mean, pull and covariance parts of the latent gradient, sigma 1 vs 3.73.
+* ``table``: markdown tables (last epoch; per-epoch accuracy) of ``train --out`` files.
+
     python bench/scale_probe.py optimum
+    python bench/scale_probe.py gradients
     python bench/scale_probe.py train --sigma 3.73 --epochs 10 --out /tmp/scale/base.json
+    python bench/scale_probe.py table /tmp/scale/base.json
 """
 
 from __future__ import annotations
