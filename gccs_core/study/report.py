@@ -90,7 +90,9 @@ def _design(cfg: StudyConfig, data: dict[str, Any]) -> list[str]:
          f" grid wd {list(cfg.wd_grid)} x lam {list(cfg.lam_grid)} by"
          f" validation accuracy only, on the last {cfg.val_fraction:.0%} of the training set (trained on the rest, seed"
          f" {cfg.seeds[0]}); the final models train on the whole training set. The AT arm reuses the choice of its plain"
-         " configuration. Nothing is selected on test data or on robustness.",
+         " configuration. Nothing is selected on test data or on robustness. (lam sets the latents' target spread to"
+         " sigma/sqrt(1 + lam) while the scores keep sigma: at lam 4 the Delta/sigma-4 arm's target classes are 8.9 of"
+         " their standard deviations apart, 5.7 at lam 1; why lam is in the grid: docs/study-scale.md.)",
          "* **Readings** (the LOSSES names present when the study was planned): "
          f"{', '.join(r for r in readings if r != 'ce') or 'none yet'},"
          f" plus cross-entropy with the same recipe. **Scales**: sigma in {list(cfg.sigmas)} at radius {cfg.radius:g}"

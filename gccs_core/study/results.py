@@ -123,7 +123,7 @@ def collect(cfg: StudyConfig, jobs: list[Job], results: dict[str, dict[str, Any]
             pe["protocols"][proto]["eps"][eps_s] = _bits(robust)
             rows.append({
                 "model": m["name"], "arm": m["arm"], "reading": m["reading"], "loss": m["loss"], "sigma": m["sigma"],
-                "radius": m["radius"], "delta_over_sigma": m["delta_over_sigma"], "seed": m["seed"],
+                "radius": m["radius"], "delta_over_sigma": m["delta_over_sigma"], "lam": m.get("lam"), "seed": m["seed"],
                 "adv_train": m["adv_train"], "checkpoint": m["checkpoint"], "sha256": m["sha256"],
                 "clean": float(clean.mean()), "protocol": proto, "norm": "linf", "eps": float(eps_s),
                 "robust": float(robust.mean()), "n": n, "examples": [0, n], "attacks": attacks,
