@@ -72,7 +72,7 @@ def test_quick_run_end_to_end(tmp_path):
         assert sha256_file(path) == m["sha256"]
         load_model(path)
     md = (tmp_path / "study.md").read_text()  # next to its results folder, as docs/study.md is
-    assert "## Conclusion" in md and "Weight-decay selection" in md and "AT arm" in md
+    assert "## Conclusion" in md and "Weight-decay and lam selection" in md and "AT arm" in md
     rerun = subprocess.run([sys.executable, "-m", "gccs_core.study", "run", "--quick", "--out", str(out)], cwd=ROOT,
                            capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0 and "[start]" not in rerun.stdout and "0 to run" in rerun.stdout
