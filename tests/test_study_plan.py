@@ -43,3 +43,25 @@ def test_choice_is_the_best_validation_accuracy_ties_to_the_first_grid_point():
     assert got["grid"] == [[5e-4, 1.0, 0.55], [5e-4, 4.0, 0.91], [5e-2, 1.0, 0.91]]
     ce = choose_hyperparameters([{"weight_decay": 5e-2, "lam": None, "val_accuracy": 0.97, "grid_index": 0}])
     assert ce["lam"] is None and ce["weight_decay"] == 5e-2
+
+
+def test_the_readme_block_is_replaced_between_its_markers_only():
+    import pytest
+
+    from gccs_core.study.report import README_BEGIN, README_END, replace_readme_block
+
+    text = f"# Title\n\nintro\n\n{README_BEGIN}\nold numbers\n{README_END}\n\n## Next\n"
+    block = f"{README_BEGIN}\nnew numbers\n{README_END}"
+    got = replace_readme_block(text, block)
+    assert got == f"# Title\n\nintro\n\n{block}\n\n## Next\n"
+    assert replace_readme_block(got, block) == got  # idempotent
+    with pytest.raises(ValueError, match="no <!-- BEGIN GENERATED"):
+        replace_readme_block("# no markers\n", block)
+
+
+def test_only_the_default_full_study_rewrites_the_readme():
+    from gccs_core.study.main import DEFAULT_README, _readme, build_parser
+
+    assert _readme(build_parser().parse_args(["run", "--quick"])) is None
+    assert _readme(build_parser().parse_args(["run", "--out", "elsewhere"])) is None
+    assert _readme(build_parser().parse_args(["report"])) == (DEFAULT_README if DEFAULT_README.exists() else None)

@@ -17,13 +17,15 @@ DEFAULT_WORK = Path("study")
 """Tracked in git: finished jobs and trained models travel with the repository, so a later session or
 machine resumes the study where it stopped."""
 DEFAULT_PRETRAINED = Path("pretrained/study")
+DEFAULT_README = Path("README.md")
 
 
 def run_study(cfg: StudyConfig, out: str | Path = DEFAULT_OUT, work: str | Path | None = None,
               pretrained: str | Path | None = None, workers: int = 1, ray_address: str | None = None,
               command: str = "python -m gccs_core.study run", max_jobs: int | None = None,
-              log: Any = None) -> dict[str, Any]:
-    """Run (or resume) the study; outputs are rewritten after every finished job. Returns the runner's counts."""
+              log: Any = None, readme: str | Path | None = None) -> dict[str, Any]:
+    """Run (or resume) the study; outputs are rewritten after every finished job (and the study block of
+    ``readme``, when given). Returns the runner's counts."""
     from .results import write_outputs
     from .runner import _log, plan_jobs, run_jobs
 
@@ -43,7 +45,7 @@ def run_study(cfg: StudyConfig, out: str | Path = DEFAULT_OUT, work: str | Path 
     store.open(cfg.to_dict())
 
     def refresh() -> None:
-        write_outputs(cfg, jobs, store.finished(), work_p, out_p, pre_p, command)
+        write_outputs(cfg, jobs, store.finished(), work_p, out_p, pre_p, command, Path(readme) if readme else None)
 
     refresh()  # the version check of every stored result happens here, before any work
     counts = run_jobs(jobs, store, workers, cfg.threads, ray_address, refresh, log or _log, max_jobs)
@@ -110,6 +112,11 @@ def _config(args: argparse.Namespace) -> StudyConfig:
                               epochs=args.epochs, eps=args.eps, threads=args.threads)
 
 
+def _readme(args: argparse.Namespace) -> Path | None:
+    """The README whose study block the default (full) study rewrites; other runs leave it alone."""
+    return DEFAULT_README if args.out is None and not args.quick and DEFAULT_README.exists() else None
+
+
 def _folders(args: argparse.Namespace) -> tuple[Path, Path, Path]:
     out = Path(args.out) if args.out else DEFAULT_OUT
     default = args.out is None
@@ -137,9 +144,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .runner import plan_jobs
 
             store = Store(work)
-            write_outputs(cfg, plan_jobs(cfg), store.finished(), work, out, pre, command)
+            write_outputs(cfg, plan_jobs(cfg), store.finished(), work, out, pre, command, _readme(args))
             return 0
-        counts = run_study(cfg, out, work, pre, args.workers, args.ray, command, args.max_jobs)
+        counts = run_study(cfg, out, work, pre, args.workers, args.ray, command, args.max_jobs, readme=_readme(args))
     except (StudyError, ImportError, ValueError) as err:
         print(f"study: error: {err}", file=sys.stderr)
         return 2

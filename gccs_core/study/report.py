@@ -78,6 +78,33 @@ def render(cfg: StudyConfig, data: dict[str, Any], progress: dict[str, Any], com
     return "\n".join(L) + "\n"
 
 
+README_BEGIN = "<!-- BEGIN GENERATED: python -m gccs_core.study -->"
+README_END = "<!-- END GENERATED: python -m gccs_core.study -->"
+
+
+def readme_block(data: dict[str, Any], progress: dict[str, Any]) -> str:
+    """The README's study summary: progress, the headline table and the computed conclusion (from results.json)."""
+    cells = data["summary"]["cells"]
+    plain, at = _arms(data, False), _arms(data, True)
+    head = _headline(cells, plain)[2:]  # without its title
+    concl = _conclusion(cells, plain, at)[2:]
+    L = [README_BEGIN,
+         f"**Progress: {progress['done']} of {progress['jobs']} jobs** ({len(data['models'])} of "
+         f"{data['planned']['models']} models trained; seeds present: "
+         f"{', '.join(map(str, sorted({m['seed'] for m in data['models'].values()}))) or 'none'}). "
+         f"Headline at eps {HEADLINE_EPS:g}, first {max((c['n'] for c in cells), default=0)} test digits:", ""]
+    L += head + concl + [README_END]
+    return "\n".join(L)
+
+
+def replace_readme_block(text: str, block: str) -> str:
+    """``text`` with the generated study block replaced (the markers must be there once, in order)."""
+    a, b = text.find(README_BEGIN), text.find(README_END)
+    if a < 0 or b < a:
+        raise ValueError(f"README has no {README_BEGIN} ... {README_END} block to replace.")
+    return text[:a] + block + text[b + len(README_END):]
+
+
 def _design(cfg: StudyConfig, data: dict[str, Any]) -> list[str]:
     readings = data["planned"]["readings"]
     L = ["## Design", "",
@@ -300,7 +327,9 @@ def _conclusion(cells: list[dict[str, Any]], plain: list[dict[str, Any]], at: li
     L.append(f"* Weak protocol at eps {HEADLINE_EPS:g}: " + (
         f"a GCCS advantage over CE with an interval excluding zero for {', '.join(weak_up)}; the weak protocol reproduces"
         " the claim there." if weak_up else "no configuration shows an advantage over CE whose interval excludes zero."))
-    if strong_up:
+    if not (strong_up or strong_down or strong_level):
+        L.append(f"* Strong protocol at eps {HEADLINE_EPS:g}: no GCCS configuration has a strong-protocol result yet.")
+    elif strong_up:
         L.append(f"* **Strong protocol at eps {HEADLINE_EPS:g}: {', '.join(strong_up)} keep an advantage over CE with an"
                  " interval excluding zero. This is a real finding, to be checked with more seeds and AutoAttack.**")
     else:
@@ -308,7 +337,7 @@ def _conclusion(cells: list[dict[str, Any]], plain: list[dict[str, Any]], at: li
                 ([f"{', '.join(strong_level)} level with CE within their intervals"] if strong_level else [])
         L.append(f"* Strong protocol at eps {HEADLINE_EPS:g}: no configuration keeps an advantage over CE whose interval"
                  " excludes zero" + (f" ({'; '.join(parts)})" if parts else "") + ".")
-    lost = [a for a in weak_up if a not in strong_up]
+    lost = [a for a in weak_up if a in strong_down or a in strong_level]  # measured under both, advantage gone
     if lost:
         L.append(f"* The weak protocol's advantage disappears under the strong protocol for {', '.join(lost)}.")
     for m in at:

@@ -240,8 +240,9 @@ def _paired_same(per_example: dict[str, Any], models: list[dict[str, Any]], p1: 
 
 
 def write_outputs(cfg: StudyConfig, jobs: list[Job], stored: dict[str, dict[str, Any]], work: Path, out: Path,
-                  pretrained: Path | None, command: str) -> dict[str, Any]:
-    """Write results.json, per_example.json, the pretrained manifest and ``<out>.md`` (all atomically)."""
+                  pretrained: Path | None, command: str, readme: Path | None = None) -> dict[str, Any]:
+    """Write results.json, per_example.json, the pretrained manifest and ``<out>.md`` (all atomically), and the
+    study block of ``readme`` when given (the default run's README.md)."""
     from .report import render
 
     results = {k: v["result"] for k, v in stored.items()}
@@ -261,6 +262,10 @@ def write_outputs(cfg: StudyConfig, jobs: list[Job], stored: dict[str, dict[str,
     from .store import atomic_write_text
 
     atomic_write_text(doc_path(out), render(cfg, data, progress, command))
+    if readme is not None and readme.exists():
+        from .report import readme_block, replace_readme_block
+
+        atomic_write_text(readme, replace_readme_block(readme.read_text(), readme_block(data, progress)))
     return data
 
 
