@@ -15,8 +15,8 @@ import os
 from pathlib import Path
 
 import pytest
-from app_server import CHROMIUM, launch_browser, start_server, stop_server, wait_script_idle
-from apptest import ROOT, make_pretrained
+from app_server import CHROMIUM, wait_script_idle
+from apptest import ROOT
 
 playwright_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
 pytestmark = [
@@ -26,33 +26,6 @@ pytestmark = [
 ]
 SHOTS = Path(os.environ.get("GCCS_SCREENSHOT_DIR", ROOT / "test-artifacts" / "screenshots"))
 PLOT_POINTS = ".js-plotly-plot .scatterlayer .trace .point"
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    repo = ROOT / "pretrained"
-    if all((repo / f"digits-{loss}.safetensors").exists() for loss in ("gccs", "ce")):
-        pretrained = repo
-    else:
-        pretrained = tmp_path_factory.mktemp("browser-pretrained")
-        make_pretrained(pretrained)
-    env = {"GCCS_PRETRAINED_DIR": str(pretrained), "GCCS_USER_MODELS": str(tmp_path_factory.mktemp("browser-user")),
-           "GCCS_APP_WARM_UMAP": "0", "GCCS_APP_FAST": ""}
-    proc, url = start_server(ROOT / "app" / "main.py", env=env, log=tmp_path_factory.mktemp("log") / "server.log")
-    yield url
-    stop_server(proc)
-
-
-@pytest.fixture(scope="module")
-def page(server):
-    with playwright_api.sync_playwright() as pw:
-        browser = launch_browser(pw)
-        pg = browser.new_page(viewport={"width": 1500, "height": 1050})
-        errors: list[str] = []
-        pg.on("pageerror", lambda exc: errors.append(str(exc)))
-        pg.page_errors = errors  # type: ignore[attr-defined]
-        yield pg
-        browser.close()
 
 
 def open_page(page, url: str) -> None:

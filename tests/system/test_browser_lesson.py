@@ -12,8 +12,8 @@ import os
 from pathlib import Path
 
 import pytest
-from app_server import CHROMIUM, launch_browser, start_server, stop_server, wait_script_idle
-from apptest import ROOT, make_pretrained
+from app_server import CHROMIUM, launch_browser, wait_script_idle
+from apptest import ROOT
 
 playwright_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
 pytestmark = [
@@ -23,21 +23,6 @@ pytestmark = [
 ]
 SHOTS = Path(os.environ.get("GCCS_SCREENSHOT_DIR", ROOT / "test-artifacts" / "screenshots"))
 CHART = {1: "lesson_clean", 2: "lesson_weak", 3: "lesson_gaps", 4: "lesson_both", 5: "lesson_protocols"}
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    repo = ROOT / "pretrained"
-    if (repo / "digits-gccs.safetensors").exists():
-        pretrained = repo
-    else:
-        pretrained = tmp_path_factory.mktemp("browser-pretrained")
-        make_pretrained(pretrained)
-    env = {"GCCS_PRETRAINED_DIR": str(pretrained), "GCCS_USER_MODELS": str(tmp_path_factory.mktemp("browser-user")),
-           "GCCS_APP_WARM_UMAP": "0", "GCCS_APP_FAST": ""}
-    proc, url = start_server(ROOT / "app" / "main.py", env=env, log=tmp_path_factory.mktemp("log") / "server.log")
-    yield url
-    stop_server(proc)
 
 
 def _clean(page) -> None:  # type: ignore[no-untyped-def]

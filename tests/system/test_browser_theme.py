@@ -9,8 +9,8 @@ import os
 from pathlib import Path
 
 import pytest
-from app_server import CHROMIUM, launch_browser, start_server, stop_server, wait_script_idle
-from apptest import ROOT, make_pretrained
+from app_server import CHROMIUM, launch_browser, wait_script_idle
+from apptest import ROOT
 
 from app import figures
 
@@ -21,21 +21,6 @@ pytestmark = [
                        reason=f"{CHROMIUM} is missing: apt-get install -y chromium (the test never downloads a browser)"),
 ]
 SHOTS = Path(os.environ.get("GCCS_SCREENSHOT_DIR", ROOT / "test-artifacts" / "screenshots"))
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    repo = ROOT / "pretrained"
-    if all((repo / f"digits-{loss}.safetensors").exists() for loss in ("gccs", "ce")):
-        pretrained = repo
-    else:
-        pretrained = tmp_path_factory.mktemp("browser-pretrained")
-        make_pretrained(pretrained)
-    env = {"GCCS_PRETRAINED_DIR": str(pretrained), "GCCS_USER_MODELS": str(tmp_path_factory.mktemp("browser-user")),
-           "GCCS_APP_WARM_UMAP": "0", "GCCS_APP_FAST": ""}
-    proc, url = start_server(ROOT / "app" / "main.py", env=env, log=tmp_path_factory.mktemp("log") / "server.log")
-    yield url
-    stop_server(proc)
 
 
 @pytest.fixture(scope="module")

@@ -13,8 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from app_server import CHROMIUM, launch_browser, start_server, stop_server, wait_script_idle
-from apptest import ROOT, make_pretrained
+from app_server import CHROMIUM, wait_script_idle
 from safetensors.torch import save_file
 
 from gccs_core.data import load_dataset
@@ -29,6 +28,11 @@ pytestmark = [
 ARCH = "torchvision:resnet18"
 STEM = "resnet18_digits"
 PLOT_POINTS = ".js-plotly-plot .scatterlayer .trace .point"
+
+
+@pytest.fixture(scope="module")
+def app_fast() -> str:
+    return "1"  # this module's server skips the warm-up's extras
 
 
 @pytest.fixture(scope="module")
@@ -48,33 +52,6 @@ def weights_file(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("own") / f"{STEM}.safetensors"
     save_file({k: v.contiguous() for k, v in net.eval().state_dict().items()}, str(path))
     return path
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    repo = ROOT / "pretrained"
-    if all((repo / f"digits-{loss}.safetensors").exists() for loss in ("gccs", "ce")):
-        pretrained = repo
-    else:
-        pretrained = tmp_path_factory.mktemp("browser-pretrained")
-        make_pretrained(pretrained)
-    env = {"GCCS_PRETRAINED_DIR": str(pretrained), "GCCS_USER_MODELS": str(tmp_path_factory.mktemp("browser-user")),
-           "GCCS_APP_WARM_UMAP": "0", "GCCS_APP_FAST": "1"}
-    proc, url = start_server(ROOT / "app" / "main.py", env=env, log=tmp_path_factory.mktemp("log") / "server.log")
-    yield url
-    stop_server(proc)
-
-
-@pytest.fixture(scope="module")
-def page(server):
-    with playwright_api.sync_playwright() as pw:
-        browser = launch_browser(pw)
-        pg = browser.new_page(viewport={"width": 1500, "height": 1050})
-        errors: list[str] = []
-        pg.on("pageerror", lambda exc: errors.append(str(exc)))
-        pg.page_errors = errors  # type: ignore[attr-defined]
-        yield pg
-        browser.close()
 
 
 def assert_clean(page) -> None:
