@@ -330,7 +330,8 @@ def _conclusion(cells: list[dict[str, Any]], plain: list[dict[str, Any]], at: li
     if not (strong_up or strong_down or strong_level):
         L.append(f"* Strong protocol at eps {HEADLINE_EPS:g}: no GCCS configuration has a strong-protocol result yet.")
     elif strong_up:
-        L.append(f"* **Strong protocol at eps {HEADLINE_EPS:g}: {', '.join(strong_up)} keep an advantage over CE with an"
+        verb = "keeps" if len(strong_up) == 1 else "keep"
+        L.append(f"* **Strong protocol at eps {HEADLINE_EPS:g}: {', '.join(strong_up)} {verb} an advantage over CE with an"
                  " interval excluding zero. This is a real finding, to be checked with more seeds and AutoAttack.**")
     else:
         parts = ([f"{', '.join(strong_down)} below CE with intervals excluding zero"] if strong_down else []) + \
