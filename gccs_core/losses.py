@@ -250,43 +250,87 @@ def _kl_and_gradient(z: torch.Tensor, y: torch.Tensor, mu: torch.Tensor, var: fl
     """``kl``, ``pull`` and (with ``need_grad``) their gradients in z, all without autograd."""
     n_total, d = z.shape
     k = mu.shape[0]
+    if k * d**3 + n_total * d * d <= n_total**3 + n_total * n_total * d:
+        return _kl_small(z, y, mu, var, rho, eps, lam, need_grad)
+    return _kl_gram(z, y, mu, var, rho, eps, lam, need_grad)
+
+
+def _kl_small(z: torch.Tensor, y: torch.Tensor, mu: torch.Tensor, var: float, rho: float, eps: float,
+              lam: float, need_grad: bool) -> tuple[torch.Tensor, ...]:
+    """The d x d route: every class's scatter matrix from one matmul, one batched Cholesky (and inverse).
+
+    Written for few kernels (on a small encoder the loss's cost is the number of ops, not their size):
+    fused multiply-adds (``addmm``), in-place diagonal updates instead of identity matrices, and the
+    per-class scalars folded into as few vector ops as possible.
+    """
+    n_total, d = z.shape
+    k = mu.shape[0]
+    onehot = _onehot(y, k, z.dtype)
+    counts = onehot.sum(0)
+    means = (onehot.T @ z).div_(counts.clamp(min=1)[:, None])
+    centred = torch.addmm(z, onehot, means, alpha=-1.0)  # exactly 0 for a one-sample class
+    if n_total * d * d <= 1 << 22:  # N d^2 floats are cheap to hold: outer products
+        scatter = (onehot.T @ (centred[:, :, None] * centred[:, None, :]).view(n_total, d * d)).view(k, d, d)
+    else:
+        spread = (onehot[:, :, None] * centred[:, None, :]).view(n_total, k * d)
+        scatter = (centred.T @ spread).view(d, k, d).transpose(0, 1)
+    inv_denom = 1.0 / (counts - 1).clamp(min=1)
+    trace = scatter.diagonal(0, -2, -1).sum(-1).mul_(inv_denom)  # tr S_k
+    a = trace * (rho / d) + eps
+    shrunk = scatter * (inv_denom * (1.0 - rho))[:, None, None]  # S^_k = (1 - rho) S_k + a_k I
+    shrunk.diagonal(0, -2, -1).add_(a[:, None])
+    chol = torch.linalg.cholesky_ex(shrunk)[0]  # unchecked: no sync; a failed factor gives NaN
+    logdet = chol.diagonal(0, -2, -1).log().sum(-1).mul_(2.0)
+    diff = means - mu
+    # sum_k n_k KL_k: every class's mean term, the spread terms of the classes with >= 2 samples
+    weight = counts * (counts >= 2)
+    spread_term = (trace * (1.0 / var) - logdet).dot(weight) + float(d * eps / var - d + d * math.log(var)) * weight.sum()
+    kl = ((diff * diff).sum(1).dot(counts) * (1.0 / var) + spread_term) * (0.5 / n_total)
+    offset = torch.addmm(z, onehot, mu, alpha=-1.0)
+    pull = (offset * offset).sum() * (lam / (2.0 * var * n_total))
+    if not need_grad:
+        return kl, pull, None, None
+    # d kl / d z_i = x_i G_k + (m_k - mu_k) / (N sigma^2), G_k = (n_k / (N (n_k-1))) (beta_k I - (1-rho) S^_k^-1),
+    # beta_k = 1/sigma^2 - (rho/d) tr S^_k^-1; 0 spread part for a one-sample class (x_i = 0).
+    inv = torch.cholesky_inverse(chol)  # S^_k^-1
+    scale = counts * inv_denom * (1.0 / n_total)
+    gk = inv * (scale * (rho - 1.0))[:, None, None]
+    beta = inv.diagonal(0, -2, -1).sum(-1).mul_(-rho / d).add_(1.0 / var)
+    gk.diagonal(0, -2, -1).add_((scale * beta)[:, None])
+    # every row times every class's G_k in one matmul, then each row's own class picked out
+    per_class = (centred @ gk.transpose(0, 1).reshape(d, k * d)).view(n_total, k, d)
+    kl_grad = per_class.gather(1, y[:, None, None].expand(n_total, 1, d)).squeeze(1)
+    kl_grad = torch.addmm(kl_grad, onehot, diff, alpha=1.0 / (n_total * var))
+    return kl, pull, kl_grad, offset * (lam / (n_total * var))
+
+
+def _kl_gram(z: torch.Tensor, y: torch.Tensor, mu: torch.Tensor, var: float, rho: float, eps: float,
+             lam: float, need_grad: bool) -> tuple[torch.Tensor, ...]:
+    """The Gram route (matrix determinant lemma), for d large against the batch.
+
+    All classes in one N x N block-diagonal matrix M = diag(a_y) + c_y [y_i = y_j] x_i^T x_j; Cholesky has no
+    fill-in across classes, so the log of its diagonal, summed per class, is ln det M_k; and
+    X_k S^_k^-1 = M_k^-1 X_k (Woodbury).
+    """
+    n_total, d = z.shape
+    k = mu.shape[0]
     onehot = _onehot(y, k, z.dtype)
     counts = onehot.sum(0)
     means = onehot.T @ z / counts.clamp(min=1)[:, None]
     centred = z - onehot @ means  # exactly 0 for a class with one sample; a matmul gathers faster than indexing
     denom = (counts - 1).clamp(min=1)
     c = (1.0 - rho) / denom  # S^_k = c_k X_k^T X_k + a_k I, X_k the centred rows of class k
-    inv = solved = trinv = None
-    if k * d**3 + n_total * d * d <= n_total**3 + n_total * n_total * d:
-        # d x d route: every class's scatter matrix from one matmul, one batched Cholesky (and inverse).
-        if n_total * d * d <= 1 << 22:  # N d^2 floats are cheap to hold: outer products
-            outer = (centred[:, :, None] * centred[:, None, :]).reshape(n_total, d * d)
-            scatter = (onehot.T @ outer).reshape(k, d, d)  # X_k^T X_k
-        else:
-            spread = (onehot[:, :, None] * centred[:, None, :]).reshape(n_total, k * d)
-            scatter = (centred.T @ spread).reshape(d, k, d).swapaxes(0, 1)
-        trace = scatter.diagonal(0, -2, -1).sum(-1) / denom  # tr S_k
-        a = trace * (rho / d) + eps
-        shrunk = scatter * c[:, None, None] + a[:, None, None] * torch.eye(d, dtype=z.dtype, device=z.device)
-        chol = torch.linalg.cholesky_ex(shrunk)[0]  # unchecked: no sync; a failed factor gives NaN
-        logdet = 2.0 * torch.log(chol.diagonal(0, -2, -1)).sum(-1)
-        if need_grad:
-            inv = torch.cholesky_inverse(chol)  # S^_k^-1
-            trinv = inv.diagonal(0, -2, -1).sum(-1)
-    else:
-        # Gram route (matrix determinant lemma): all classes in one N x N block-diagonal matrix
-        # M = diag(a_y) + c_y [y_i = y_j] x_i^T x_j; Cholesky has no fill-in across classes, so the log of its
-        # diagonal, summed per class, is ln det M_k; and X_k S^_k^-1 = M_k^-1 X_k (Woodbury).
-        trace = onehot.T @ (centred * centred).sum(1) / denom
-        a = trace * (rho / d) + eps
-        gram = (centred @ centred.T) * (onehot @ onehot.T) * c[y][:, None]
-        rows = torch.arange(n_total, device=z.device)
-        gram[rows, rows] += a[y]
-        chol = torch.linalg.cholesky_ex(gram)[0]
-        logdet = (d - counts) * torch.log(a) + 2.0 * (onehot.T @ torch.log(chol.diagonal(0, -2, -1)))
-        if need_grad:
-            solved = torch.cholesky_solve(centred, chol)
-            trinv = (d - c * (onehot.T @ (solved * centred).sum(1))) / a  # tr S^_k^-1
+    solved = trinv = None
+    trace = onehot.T @ (centred * centred).sum(1) / denom
+    a = trace * (rho / d) + eps
+    gram = (centred @ centred.T) * (onehot @ onehot.T) * c[y][:, None]
+    rows = torch.arange(n_total, device=z.device)
+    gram[rows, rows] += a[y]
+    chol = torch.linalg.cholesky_ex(gram)[0]
+    logdet = (d - counts) * torch.log(a) + 2.0 * (onehot.T @ torch.log(chol.diagonal(0, -2, -1)))
+    if need_grad:
+        solved = torch.cholesky_solve(centred, chol)
+        trinv = (d - c * (onehot.T @ (solved * centred).sum(1))) / a  # tr S^_k^-1
     diff = means - mu
     mean_term = (diff * diff).sum(1) / var
     kl_full = 0.5 * ((trace + d * eps) / var + mean_term - d + d * math.log(var) - logdet)
@@ -301,13 +345,7 @@ def _kl_and_gradient(z: torch.Tensor, y: torch.Tensor, mu: torch.Tensor, var: fl
     # d pull / d z_i = lam (z_i - mu_y) / (N sigma^2).
     beta = 1.0 / var - (rho / d) * trinv
     scale = counts / (n_total * denom)
-    if inv is not None:
-        gk = (beta[:, None, None] * torch.eye(d, dtype=z.dtype, device=z.device) - (1.0 - rho) * inv) * scale[:, None, None]
-        # every row times every class's G_k in one matmul, then each row's own class picked out
-        per_class = (centred @ gk.swapaxes(0, 1).reshape(d, k * d)).view(n_total, k, d)
-        kl_grad = per_class.gather(1, y[:, None, None].expand(n_total, 1, d)).squeeze(1)
-    else:
-        kl_grad = scale[y][:, None] * (beta[y][:, None] * centred - (1.0 - rho) * solved)
+    kl_grad = scale[y][:, None] * (beta[y][:, None] * centred - (1.0 - rho) * solved)
     kl_grad = kl_grad + onehot @ (diff * (1.0 / (n_total * var)))
     return kl, pull, kl_grad, offset * (lam / (n_total * var))
 
@@ -330,6 +368,28 @@ class _GaussianKL(torch.autograd.Function):
     def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
         (grads,) = ctx.saved_tensors
         return torch.tensordot(grad_out, grads, 1), None, None, None, None, None, None, None
+
+
+class _GaussianKLTotal(torch.autograd.Function):
+    """``kl + pull`` (differentiable) and the detached vector ``[kl, pull]``: one saved gradient, one op backward."""
+
+    @staticmethod
+    def forward(ctx: Any, z: torch.Tensor, y: torch.Tensor, mu: torch.Tensor, var: float, rho: float,  # type: ignore[override]
+                eps: float, lam: float, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        need_grad = ctx.needs_input_grad[0]
+        kl, pull, kl_grad, pull_grad = _kl_and_gradient(z.detach().to(dtype), y, mu.detach().to(dtype), var, rho, eps,
+                                                        lam, need_grad)
+        if need_grad:
+            ctx.save_for_backward(kl_grad.add_(pull_grad).to(z.dtype))
+        values = torch.stack((kl, pull))
+        ctx.mark_non_differentiable(values)
+        return values.sum().to(z.dtype), values.to(z.dtype)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: Any, grad_total: torch.Tensor, _: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
+        (grad,) = ctx.saved_tensors
+        return grad * grad_total, None, None, None, None, None, None, None
 
 
 def gaussian_kl(z: torch.Tensor, y: torch.Tensor, mu: torch.Tensor, sigma: float, shrinkage: float, cov_eps: float,
@@ -399,8 +459,11 @@ class GCCSLoss(_SimplexHead):
         return {"kl": kl, "pull": pull}
 
     def loss_and_terms(self, z: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, tuple[str, ...], torch.Tensor]:
-        values = self._terms(z, y)
-        return values.sum(), ("kl", "pull"), values.detach()
+        # the sum and its gradient fused in one autograd node (the same value and gradient as ``_terms(z, y).sum()``)
+        total, values = _GaussianKLTotal.apply(z, y, self.vertices, float(self._sigma) ** 2, float(self.shrinkage),
+                                               float(self.cov_eps), float(self.lam),
+                                               torch.promote_types(self._dtype, torch.float32))
+        return total, ("kl", "pull"), values
 
 
 class GCCSSubspaceLoss(GCCSLoss):
@@ -428,6 +491,10 @@ class GCCSSubspaceLoss(GCCSLoss):
         # span{mu_k}: the right singular vectors of the (K, d) vertex matrix with nonzero singular values
         _, _, vh = torch.linalg.svd(self.vertices.double(), full_matrices=False)
         self.register_buffer("basis", vh[: num_classes - 1].T.to(self.vertices.dtype), persistent=False)
+
+    def loss_and_terms(self, z: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, tuple[str, ...], torch.Tensor]:
+        values = self._terms(z, y)
+        return values.sum(), ("kl", "pull"), values.detach()
 
     def _terms(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         inside = z @ self.basis
