@@ -246,17 +246,21 @@ def _spectral_blocks(centred: torch.Tensor, y: torch.Tensor, counts: torch.Tenso
 
 
 def _kl_and_gradient(z: torch.Tensor, y: torch.Tensor, mu: torch.Tensor, var: float, rho: float, eps: float,
-                     lam: float, need_grad: bool) -> tuple[torch.Tensor, ...]:
-    """``kl``, ``pull`` and (with ``need_grad``) their gradients in z, all without autograd."""
+                     lam: float, need_grad: bool, fused: bool = False) -> tuple[torch.Tensor, ...]:
+    """``kl``, ``pull`` and (with ``need_grad``) their gradients in z, all without autograd.
+
+    With ``fused`` the third item is the gradient of ``kl + pull`` and the fourth is ``None``.
+    """
     n_total, d = z.shape
     k = mu.shape[0]
     if k * d**3 + n_total * d * d <= n_total**3 + n_total * n_total * d:
-        return _kl_small(z, y, mu, var, rho, eps, lam, need_grad)
-    return _kl_gram(z, y, mu, var, rho, eps, lam, need_grad)
+        return _kl_small(z, y, mu, var, rho, eps, lam, need_grad, fused)
+    kl, pull, kl_grad, pull_grad = _kl_gram(z, y, mu, var, rho, eps, lam, need_grad)
+    return (kl, pull, kl_grad.add_(pull_grad), None) if fused and need_grad else (kl, pull, kl_grad, pull_grad)
 
 
 def _kl_small(z: torch.Tensor, y: torch.Tensor, mu: torch.Tensor, var: float, rho: float, eps: float,
-              lam: float, need_grad: bool) -> tuple[torch.Tensor, ...]:
+              lam: float, need_grad: bool, fused: bool = False) -> tuple[torch.Tensor, ...]:
     """The d x d route: every class's scatter matrix from one matmul, one batched Cholesky (and inverse).
 
     Written for few kernels (on a small encoder the loss's cost is the number of ops, not their size):
@@ -296,12 +300,14 @@ def _kl_small(z: torch.Tensor, y: torch.Tensor, mu: torch.Tensor, var: float, rh
     scale = counts * inv_denom * (1.0 / n_total)
     gk = inv * (scale * (rho - 1.0))[:, None, None]
     beta = inv.diagonal(0, -2, -1).sum(-1).mul_(-rho / d).add_(1.0 / var)
-    gk.diagonal(0, -2, -1).add_((scale * beta)[:, None])
+    # fused: the pull's gradient lam (x_i + m_k - mu_k) / (N sigma^2) folded into G_k and the mean term
+    pull_scale = lam / (n_total * var) if fused else 0.0
+    gk.diagonal(0, -2, -1).add_((scale * beta).add_(pull_scale)[:, None])
     # every row times every class's G_k in one matmul, then each row's own class picked out
     per_class = (centred @ gk.transpose(0, 1).reshape(d, k * d)).view(n_total, k, d)
     kl_grad = per_class.gather(1, y[:, None, None].expand(n_total, 1, d)).squeeze(1)
-    kl_grad = torch.addmm(kl_grad, onehot, diff, alpha=1.0 / (n_total * var))
-    return kl, pull, kl_grad, offset * (lam / (n_total * var))
+    kl_grad = torch.addmm(kl_grad, onehot, diff, alpha=1.0 / (n_total * var) + pull_scale)
+    return kl, pull, kl_grad, (None if fused else offset * (lam / (n_total * var)))
 
 
 def _kl_gram(z: torch.Tensor, y: torch.Tensor, mu: torch.Tensor, var: float, rho: float, eps: float,
@@ -377,10 +383,10 @@ class _GaussianKLTotal(torch.autograd.Function):
     def forward(ctx: Any, z: torch.Tensor, y: torch.Tensor, mu: torch.Tensor, var: float, rho: float,  # type: ignore[override]
                 eps: float, lam: float, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         need_grad = ctx.needs_input_grad[0]
-        kl, pull, kl_grad, pull_grad = _kl_and_gradient(z.detach().to(dtype), y, mu.detach().to(dtype), var, rho, eps,
-                                                        lam, need_grad)
+        kl, pull, grad, _ = _kl_and_gradient(z.detach().to(dtype), y, mu.detach().to(dtype), var, rho, eps, lam,
+                                             need_grad, fused=True)
         if need_grad:
-            ctx.save_for_backward(kl_grad.add_(pull_grad).to(z.dtype))
+            ctx.save_for_backward(grad.to(z.dtype))
         values = torch.stack((kl, pull))
         ctx.mark_non_differentiable(values)
         return values.sum().to(z.dtype), values.to(z.dtype)
