@@ -82,11 +82,16 @@ def _alternate(contenders: dict[str, Callable[[], Any]], reps: int, device: torc
 
 
 def _step_runner(dataset: str, loss: str, latent_dim: int, x: torch.Tensor, y: torch.Tensor, steps: int,
-                 device: torch.device) -> Callable[[], None]:
-    """``steps`` training steps of a fresh model (built once), as gccs_core.train runs them."""
+                 device: torch.device, head_class: type | None = None) -> Callable[[], None]:
+    """``steps`` training steps of a fresh model (built once), as gccs_core.train runs them.
+
+    ``head_class``: a loss class to use instead of ``loss``'s (another version of it, for before/after runs)."""
     config = TrainConfig(dataset=dataset, loss=loss, latent_dim=latent_dim, device=device.type)
     torch.manual_seed(0)
-    model = build_model(config.model_spec()).to(device).train()
+    model = build_model(config.model_spec())
+    if head_class is not None:
+        model.head = head_class(model.head.num_classes, latent_dim)
+    model = model.to(device).train()
     optimizer = make_optimizer(model, config)
 
     def run() -> None:
