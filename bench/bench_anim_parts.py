@@ -128,6 +128,11 @@ from bench_anim_parts import streamlit_figure
 variant = st.query_params.get("variant", "full")
 clicked = st.button("Run", key="run_attack")
 st.plotly_chart(streamlit_figure(variant if clicked else "no frames"), key="attack_anim")
+if clicked and st.query_params.get("burn"):  # 1 s of server CPU after the chart, as the robust-curve attacks do
+    import time
+    t_end = time.perf_counter() + 1.0
+    while time.perf_counter() < t_end:
+        sum(i * i for i in range(10_000))
 if clicked and st.query_params.get("page"):  # what the Attack page draws below the animation
     import numpy as np
     from app import figures
@@ -168,7 +173,7 @@ def time_streamlit(pw, names: list[str], repeats: int) -> dict[str, list[float]]
         for _ in range(repeats):
             for name in names:
                 v, _, rest = name.partition("+")
-                extra = f"&variant={v}" + ("&page=1" if rest else "")
+                extra = f"&variant={v}" + (f"&{rest}=1" if rest else "")
                 times[name].append(attack_latency(page, url, 0.1, 100, extra=extra, path=""))
         browser.close()
     finally:
@@ -188,7 +193,8 @@ def main(argv: list[str] | None = None) -> int:
     if a.streamlit:
         with sync_playwright() as pw:
             st_times = time_streamlit(pw, a.only or list(variants(panels())), a.repeats)
-        for k, v in st_times.items():  # a name ending in "+page" also draws what the Attack page draws below
+        # "<variant>+page": also what the Attack page draws below; "+burn": 1 s of server CPU after the chart
+        for k, v in st_times.items():
             print(f"{k:<28} streamlit click-to-paint median {statistics.median(v):.3f} s  min {min(v):.3f} s")
         return 0
     specs = {k: json.dumps(v) for k, v in variants(panels()).items() if a.only is None or k in a.only}
