@@ -332,7 +332,8 @@ def _conclusion(cells: list[dict[str, Any]], plain: list[dict[str, Any]], at: li
     elif strong_up:
         verb = "keeps" if len(strong_up) == 1 else "keep"
         L.append(f"* **Strong protocol at eps {HEADLINE_EPS:g}: {', '.join(strong_up)} {verb} an advantage over CE with an"
-                 " interval excluding zero. This is a real finding, to be checked with more seeds and AutoAttack.**")
+                 " interval excluding zero. This is a real finding if it holds with more seeds (each reading is compared with"
+                 " the same CE model of each seed) and under AutoAttack.**")
     else:
         parts = ([f"{', '.join(strong_down)} below CE with intervals excluding zero"] if strong_down else []) + \
                 ([f"{', '.join(strong_level)} level with CE within their intervals"] if strong_level else [])
