@@ -9,17 +9,13 @@ import os
 from pathlib import Path
 
 import pytest
-from app_server import CHROMIUM, launch_browser, wait_script_idle
+from app_server import BROWSER_MARKS, launch_browser, wait_script_idle
 from apptest import ROOT
 
 from app import figures
 
 playwright_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not Path(CHROMIUM).exists(),
-                       reason=f"{CHROMIUM} is missing: apt-get install -y chromium (the test never downloads a browser)"),
-]
+pytestmark = BROWSER_MARKS
 SHOTS = Path(os.environ.get("GCCS_SCREENSHOT_DIR", ROOT / "test-artifacts" / "screenshots"))
 
 

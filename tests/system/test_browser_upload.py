@@ -13,18 +13,14 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from app_server import CHROMIUM, wait_script_idle
+from app_server import BROWSER_MARKS, wait_script_idle
 from safetensors.torch import save_file
 
 from gccs_core.data import load_dataset
 from gccs_core.weights import build_arch
 
 playwright_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not Path(CHROMIUM).exists(),
-                       reason=f"{CHROMIUM} is missing: apt-get install -y chromium (the test never downloads a browser)"),
-]
+pytestmark = BROWSER_MARKS
 ARCH = "torchvision:resnet18"
 STEM = "resnet18_digits"
 PLOT_POINTS = ".js-plotly-plot .scatterlayer .trace .point"
