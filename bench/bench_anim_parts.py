@@ -15,22 +15,18 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import plotly
 import plotly.io as pio
+from app_server import launch_browser  # bench/app_server.py (the script's own folder is on sys.path)
+
+from app import figures  # the installed app package: this benchmark measures its figure
+from gccs_core.views import Panel, class_ellipses
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
-
-from app_server import launch_browser  # noqa: E402 - bench/app_server.py
-
-from app import figures  # noqa: E402
-from gccs_core.views import Panel, class_ellipses  # noqa: E402
 
 PLOTLY_JS = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
 DRAW = """async (spec) => {
@@ -120,8 +116,6 @@ def variants(ps: list[Panel]) -> dict[str, dict[str, Any]]:
 
 
 STREAMLIT_APP = '''
-import sys
-sys.path[:0] = [{root!r}, {bench!r}]
 import streamlit as st
 from bench_anim_parts import streamlit_figure
 
@@ -163,8 +157,8 @@ def time_streamlit(pw, names: list[str], repeats: int) -> dict[str, list[float]]
     from bench_app import attack_latency
 
     script = Path(tempfile.mkdtemp(prefix="gccs-anim-")) / "anim_app.py"
-    script.write_text(STREAMLIT_APP.format(root=str(ROOT), bench=str(ROOT / "bench")))
-    proc, url = start_server(script)
+    script.write_text(STREAMLIT_APP)
+    proc, url = start_server(script, env={"PYTHONPATH": str(ROOT / "bench")})
     times: dict[str, list[float]] = {k: [] for k in names}
     try:
         browser = launch_browser(pw)

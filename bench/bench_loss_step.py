@@ -25,13 +25,11 @@ import time
 from pathlib import Path
 
 import torch
+from bench_peers import _step_runner  # bench/bench_peers.py (the script's own folder is on sys.path)
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_peers import _step_runner  # noqa: E402
-
-from gccs_core import load_dataset  # noqa: E402
-from gccs_core.files import atomic_write_text  # noqa: E402
-from gccs_core.losses import build_loss  # noqa: E402
+from gccs_core import load_dataset
+from gccs_core.files import atomic_write_text
+from gccs_core.losses import build_loss
 
 ROOT = Path(__file__).resolve().parents[1]
 CASES = {"mlp": ("digits", 50), "cnn": ("mnist5k", 3)}

@@ -348,6 +348,58 @@ def resume_config(config: TrainConfig, out_dir: str | os.PathLike | None, epochs
     return TrainConfig.from_dict(stored)
 
 
+def _optimizer_step(loss: torch.Tensor, model: LatentClassifier, optimizer: torch.optim.Optimizer,
+                    scaler: torch.amp.GradScaler, grad_clip: float | None) -> None:
+    """Backward, optional gradient clipping and the optimizer step (through the fp16 scaler when it is on)."""
+    optimizer.zero_grad(set_to_none=True)
+    if scaler.is_enabled():  # amp == "fp16"
+        scaler.scale(loss).backward()
+        if grad_clip is not None:
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        loss.backward()
+        if grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        optimizer.step()
+
+
+def _check_finite(loss_value: float, epoch: int, step: int, lr: float, out: Path | None, config: TrainConfig) -> None:
+    """Stop with TrainingDiverged, naming where and what to change, once the loss is NaN or infinite."""
+    if not math.isfinite(loss_value):
+        raise TrainingDiverged(
+            f"loss became {loss_value} at epoch {epoch + 1}, step {step + 1} (lr={lr:.3g}); "
+            f"the last good checkpoint is kept{f' in {out}' if out else ''}. Lower the learning rate "
+            f"or check the loss parameters ({config.loss_params})."
+        )
+
+
+def _save_epoch(out: Path, model: LatentClassifier, optimizer: torch.optim.Optimizer, meta: dict[str, Any]) -> None:
+    """The resumable training checkpoint and the deployable model after an epoch (each written atomically)."""
+    save_training_checkpoint(out / TRAINING_FILE, model, optimizer, meta)
+    save_model(model, out / MODEL_FILE, meta)
+
+
+def _batch(data: Dataset, idx: torch.Tensor, config: TrainConfig, g: torch.Generator,
+           ctx: distributed.DistContext) -> tuple[torch.Tensor, torch.Tensor]:
+    """One training batch on the device: augmented (the whole global batch on every process, so ``g`` stays in
+    step), then this process's rows of it (all of them for one process)."""
+    xb, yb = data.x[idx], data.y[idx]
+    if config.augment:
+        xb = augment_batch(xb, g)
+    return distributed.shard(xb, ctx).to(ctx.device, non_blocking=True), yb.to(ctx.device, non_blocking=True)
+
+
+def _final_metrics(history: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run's metrics: the last epoch's accuracies and time (NaN / 0 when no epoch ran)."""
+    final = history[-1] if history else {}
+    return {"test_accuracy": final.get("test_accuracy", float("nan")),
+            "train_accuracy": final.get("train_accuracy", float("nan")),
+            "train_time_s": final.get("elapsed_s", 0.0), "epochs_done": len(history)}
+
+
 def _train(
     config: TrainConfig,
     callbacks: list[Callback],
@@ -419,12 +471,7 @@ def _train(
             for group in optimizer.param_groups:
                 group["lr"] = lr
 
-            idx = perm[step * config.batch_size : (step + 1) * config.batch_size]
-            xb, yb = train_data.x[idx], train_data.y[idx]
-            if config.augment:
-                xb = augment_batch(xb, g)  # the whole global batch on every process, so g stays in step
-            xb = distributed.shard(xb, ctx).to(device, non_blocking=True)  # this process's rows (all of them for one)
-            yb = yb.to(device, non_blocking=True)
+            xb, yb = _batch(train_data, perm[step * config.batch_size : (step + 1) * config.batch_size], config, g, ctx)
             with torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None else contextlib.nullcontext():
                 if config.adv_train:
                     model.eval()  # attack the deployed model (batch-norm statistics frozen)
@@ -435,25 +482,8 @@ def _train(
             z = distributed.gather_rows(z.float(), len(yb), ctx)  # latents of the global batch, gradients kept
             loss, scores = model.head(z, yb), model.head.scores(z)  # loss in float32 (GCCS statistics in float64)
             loss_value = float(loss.detach())  # the step's one host read: the divergence check (and callbacks)
-            if not math.isfinite(loss_value):
-                raise TrainingDiverged(
-                    f"loss became {loss_value} at epoch {epoch + 1}, step {step + 1} (lr={lr:.3g}); "
-                    f"the last good checkpoint is kept{f' in {out}' if out else ''}. Lower the learning rate "
-                    f"or check the loss parameters ({config.loss_params})."
-                )
-            optimizer.zero_grad(set_to_none=True)
-            if scaler.is_enabled():  # amp == "fp16"
-                scaler.scale(loss).backward()
-                if config.grad_clip is not None:
-                    scaler.unscale_(optimizer)
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                loss.backward()
-                if config.grad_clip is not None:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-                optimizer.step()
+            _check_finite(loss_value, epoch, step, lr, out, config)
+            _optimizer_step(loss, model, optimizer, scaler, config.grad_clip)
 
             with torch.no_grad():
                 batch_correct = (scores.argmax(1) == yb).sum()
@@ -473,11 +503,10 @@ def _train(
                   "test_accuracy": test_acc, "elapsed_s": elapsed}
         history.append(record)
         if out is not None and ctx.is_main:
-            meta = {**base_meta, "epoch": epoch + 1, "history": history, "train_time_s": elapsed,
-                    "metrics": {"test_accuracy": test_acc, "train_accuracy": record["train_accuracy"]},
-                    "complete": epoch + 1 == config.epochs and not stopped}
-            save_training_checkpoint(out / TRAINING_FILE, model, optimizer, meta)
-            save_model(model, out / MODEL_FILE, meta)
+            _save_epoch(out, model, optimizer, {
+                **base_meta, "epoch": epoch + 1, "history": history, "train_time_s": elapsed,
+                "metrics": {"test_accuracy": test_acc, "train_accuracy": record["train_accuracy"]},
+                "complete": epoch + 1 == config.epochs and not stopped})
         einfo = EpochInfo(epoch, config.epochs, record["train_loss"], record["train_accuracy"], test_acc, elapsed)
         if distributed.agree(ctx.is_main and any([bool(cb.on_epoch(einfo, model)) for cb in callbacks]), ctx) or stopped:
             stopped = True
@@ -485,10 +514,7 @@ def _train(
 
     undo_wrap()
     model.eval()
-    final = history[-1] if history else {}
-    metrics = {"test_accuracy": final.get("test_accuracy", float("nan")),
-               "train_accuracy": final.get("train_accuracy", float("nan")),
-               "train_time_s": final.get("elapsed_s", 0.0), "epochs_done": len(history)}
+    metrics = _final_metrics(history)
     if out is not None and ctx.is_main:
         write_metadata_json(out, {**base_meta, "metrics": metrics, "history": history,
                                   "spec": model.spec.to_dict()})

@@ -79,18 +79,17 @@ def test_quick_run_end_to_end(tmp_path):
 
 
 SCRIPT = """
-import sys
 from gccs_core.study import StudyConfig, run_study
-sys.path.insert(0, {tests!r})
-from test_study import tiny
+from test_study import tiny  # tests/ is on PYTHONPATH
 if __name__ == "__main__":
     run_study(tiny(), {out!r}, {work!r}, {pre!r})
 """
 
 
 def _start(out: Path) -> subprocess.Popen:
-    code = SCRIPT.format(tests=str(ROOT / "tests"), out=str(out), work=str(out / "work"), pre=str(out / "pre"))
-    return subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    code = SCRIPT.format(out=str(out), work=str(out / "work"), pre=str(out / "pre"))
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "tests")}
+    return subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, start_new_session=True)
 
 
