@@ -15,7 +15,10 @@ import gccs_core
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "gccs_core"
-TORCH_FREE = ("gccs_core", "gccs_core._version", "gccs_core.files", "gccs_core.validation", "gccs_core.report")
+TORCH_FREE = ("gccs_core", "gccs_core._version", "gccs_core.files", "gccs_core.validation", "gccs_core.report",
+              # what the app's first paint and sidebar use (torch comes only when a model or dataset is loaded)
+              "gccs_core.views", "gccs_core.study_table", "gccs_core.projection", "gccs_core.data", "gccs_core.npz",
+              "gccs_core.images", "gccs_core.lesson", "gccs_core.transfer", "gccs_core.stats")
 
 
 def _modules() -> list[str]:

@@ -181,3 +181,24 @@ def test_missing_optional_dependencies_name_the_install_command(tmp_path, monkey
     code, err = _cli(["run", "--quick", "--out", str(tmp_path)], capsys)
     assert code == 2 and len(err) == 1 and "pip install pyautoattack" in err[0]
     assert not (tmp_path / "results.json").exists()
+
+
+def test_a_run_of_some_seeds_leaves_the_whole_study_reported(tmp_path):
+    """`run --seeds 0` on a two-seed study runs only seed 0's jobs but reports progress over both seeds' jobs,
+    so running the decisive jobs first never shrinks the published report."""
+    from gccs_core.study.main import _report_config, build_parser
+    from gccs_core.study.runner import plan_jobs
+
+    whole = tiny().with_overrides(seeds=(0, 1))
+    some = whole.with_overrides(seeds=(0,))
+    assert len(plan_jobs(some)) < len(plan_jobs(whole))
+    counts = run_study(some, tmp_path / "out", tmp_path / "work", tmp_path / "pre", max_jobs=1, report_cfg=whole,
+                       log=lambda *_: None)
+    progress = json.loads((tmp_path / "out" / "results.json").read_text())["summary"]["progress"]
+    assert counts["ran"] == 1 and progress == {**progress, "jobs": len(plan_jobs(whole)), "done": 1}
+    # the CLI's rule: a subset of the study's readings/seeds reports the whole study, anything else itself
+    full = StudyConfig.full()
+    args = build_parser().parse_args(["run", "--readings", "gccs", "--seeds", "1"])
+    assert _report_config(args, full.with_overrides(readings=("gccs",), seeds=(1,))) == full
+    outside = full.with_overrides(seeds=(7,))
+    assert _report_config(build_parser().parse_args(["run", "--seeds", "7"]), outside) == outside

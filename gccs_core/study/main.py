@@ -6,6 +6,7 @@ import argparse
 import shlex
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -23,9 +24,11 @@ DEFAULT_README = Path("README.md")
 def run_study(cfg: StudyConfig, out: str | Path = DEFAULT_OUT, work: str | Path | None = None,
               pretrained: str | Path | None = None, workers: int = 1, ray_address: str | None = None,
               command: str = "python -m gccs_core.study run", max_jobs: int | None = None,
-              log: Any = None, readme: str | Path | None = None) -> dict[str, Any]:
+              log: Any = None, readme: str | Path | None = None,
+              report_cfg: StudyConfig | None = None) -> dict[str, Any]:
     """Run (or resume) the study; outputs are rewritten after every finished job (and the study block of
-    ``readme``, when given). Returns the runner's counts."""
+    ``readme``, when given) from every finished job of ``report_cfg`` (default ``cfg``): a run of a few
+    readings or seeds first leaves the report of the whole study in place. Returns the runner's counts."""
     from .results import write_outputs
     from .runner import _log, plan_jobs, run_jobs
 
@@ -44,8 +47,12 @@ def run_study(cfg: StudyConfig, out: str | Path = DEFAULT_OUT, work: str | Path 
     store = Store(work_p)
     store.open(cfg.to_dict())
 
+    report_cfg = report_cfg or cfg
+    report_jobs = jobs if report_cfg == cfg else plan_jobs(report_cfg)
+
     def refresh() -> None:
-        write_outputs(cfg, jobs, store.finished(), work_p, out_p, pre_p, command, Path(readme) if readme else None)
+        write_outputs(report_cfg, report_jobs, store.finished(), work_p, out_p, pre_p, command,
+                      Path(readme) if readme else None)
 
     refresh()  # the version check of every stored result happens here, before any work
     counts = run_jobs(jobs, store, workers, cfg.threads, ray_address, refresh, log or _log, max_jobs)
@@ -112,6 +119,15 @@ def _config(args: argparse.Namespace) -> StudyConfig:
                               epochs=args.epochs, eps=args.eps, threads=args.threads)
 
 
+def _report_config(args: argparse.Namespace, cfg: StudyConfig) -> StudyConfig:
+    """What ``run`` reports on: with ``--readings``/``--seeds`` naming a subset of the study's, the whole study
+    (those flags then only choose which jobs run now); otherwise the run's own configuration."""
+    base = StudyConfig.quick_config() if args.quick else StudyConfig.full()
+    whole = replace(cfg, readings=base.readings, seeds=base.seeds)
+    subset = set(cfg.readings) <= set(whole.readings) and set(cfg.seeds) <= set(whole.seeds)
+    return whole if subset else cfg
+
+
 def _readme(args: argparse.Namespace) -> Path | None:
     """The README whose study block the default (full) study rewrites; other runs leave it alone."""
     return DEFAULT_README if args.out is None and not args.quick and DEFAULT_README.exists() else None
@@ -146,7 +162,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             store = Store(work)
             write_outputs(cfg, plan_jobs(cfg), store.finished(), work, out, pre, command, _readme(args))
             return 0
-        counts = run_study(cfg, out, work, pre, args.workers, args.ray, command, args.max_jobs, readme=_readme(args))
+        counts = run_study(cfg, out, work, pre, args.workers, args.ray, command, args.max_jobs, readme=_readme(args),
+                           report_cfg=_report_config(args, cfg))
     except (StudyError, ImportError, ValueError) as err:
         print(f"study: error: {err}", file=sys.stderr)
         return 2
