@@ -2,9 +2,11 @@
 per-example worst case as running every attack on every example: the study's strong protocol and the
 evaluation suite's survivors-only APGD and Square, on 100 test digits, fast settings, fixed seeds.
 
-The identity is exact for attacks whose result for an example does not depend on the rest of its batch; the
-random starts (ours per batch position, ART's per batch) do, so it is checked here, not guaranteed: one case
-is a known difference (marked xfail, strict, so a fix shows up)."""
+The identity would be exact for attacks whose result for an example does not depend on the rest of its batch;
+the random starts (ours per batch position, ART's per batch) do, so a survivor attacked in a smaller batch sees
+another random start than in the full one. Measured: identical on one machine, one example of ~100 different on
+another (same seeds, other floating-point rounding). So the tests assert what holds everywhere: at most 2 of 100
+examples differ, in either direction, and the robust accuracies agree within 2 points."""
 
 from __future__ import annotations
 
@@ -26,32 +28,6 @@ def digits100():
     return test.x, test.y
 
 
-def _every_attack_on_every_example(model, x, y, eps: float, steps: int, restarts: int, square_queries: int,
-                                   seed: int) -> torch.Tensor:
-    """The strong protocol's attacks, each on every clean-correct example (no cascade): the robust mask over x."""
-    correct = protocols.predict(model, x) == y
-    idx = torch.nonzero(correct).squeeze(1)
-    xc, yc = x[idx], y[idx]
-    everyone = torch.ones(len(idx), dtype=torch.bool)
-    near = protocols.nearest_wrong_classes(model, xc, yc, 3)
-
-    def run(reps: int, s: int = seed, **kw) -> torch.Tensor:
-        return protocols._restarted(model, xc, yc, everyone, reps, s, eps=eps, **kw)
-
-    broken = [run(1, attack="pgd", steps=min(20, steps), objective="margin"),
-              run(restarts, attack="pgd", steps=steps, objective="margin"),
-              run(restarts, attack="pgd", steps=steps, objective="dlr")]
-    if getattr(model, "centers", None) is not None:
-        broken.append(run(1, attack="pgd", steps=steps, objective="latent"))
-    broken += [run(1, attack="apgd-ce", steps=steps), run(1, attack="apgd-dlr", steps=steps)]
-    broken += [run(1, seed + j, attack="pgd", steps=steps, objective="margin", target_all=near[:, j]) for j in range(3)]
-    broken.append(run(1, attack="square", steps=square_queries))
-    any_broken = torch.stack(broken).any(0)
-    robust = correct.clone()
-    robust[idx] = ~any_broken
-    return robust
-
-
 @pytest.mark.parametrize("loss", ["gccs", "ce"])
 def test_strong_protocol_cascade_equals_every_attack_on_every_example(loss, digits100, request):
     model = request.getfixturevalue(f"digits_{loss}_model").eval()
@@ -59,10 +35,11 @@ def test_strong_protocol_cascade_equals_every_attack_on_every_example(loss, digi
     cascade = protocols.strong_protocol(model, x, y, EPS, **FAST)
     for eps in EPS:
         robust_cascade = torch.tensor(cascade["eps"][f"{eps:g}"]["robust"])
-        robust_all = _every_attack_on_every_example(model, x, y, eps, **FAST)
+        robust_all = protocols.strong_protocol_unordered(model, x, y, eps, **FAST)
         clean = int((protocols.predict(model, x) == y).sum())
         assert 0 < int(robust_all.sum()) < clean or eps == max(EPS), (eps, int(robust_all.sum()))  # a real contest
-        assert torch.equal(robust_cascade, robust_all), (eps, torch.nonzero(robust_cascade != robust_all).flatten())
+        differ = torch.nonzero(robust_cascade != robust_all).flatten()
+        assert len(differ) <= 2, (eps, differ)
 
 
 @pytest.mark.parametrize("loss", ["gccs", "ce"])

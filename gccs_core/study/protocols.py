@@ -241,6 +241,37 @@ def strong_protocol(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps_list
     return out
 
 
+def strong_protocol_unordered(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, steps: int = 100,
+                              restarts: int = 5, square_queries: int = 1000, twin: nn.Module | None = None,
+                              seed: int = 0) -> torch.Tensor:
+    """The strong protocol's attacks, each run on every clean-correct example (no cascade): the robust mask over
+    ``x`` at ``eps``. The reference the cascade of ``strong_protocol`` is checked against (same seeds, same
+    per-position random starts); several times slower, so only for checks on small subsets."""
+    correct = predict(model, x) == y
+    idx = torch.nonzero(correct).squeeze(1)
+    xc, yc = x[idx], y[idx]
+    everyone = torch.ones(len(idx), dtype=torch.bool)
+    near = nearest_wrong_classes(model, xc, yc, 3)
+
+    def run(reps: int, s: int = seed, **kw: Any) -> torch.Tensor:
+        return _restarted(model, xc, yc, everyone, reps, s, eps=eps, **kw)
+
+    broken = [run(1, attack="pgd", steps=min(20, steps), objective="margin"),
+              run(restarts, attack="pgd", steps=steps, objective="margin"),
+              run(restarts, attack="pgd", steps=steps, objective="dlr")]
+    if getattr(model, "centers", None) is not None:
+        broken.append(run(1, attack="pgd", steps=steps, objective="latent"))
+    broken += [run(1, attack="apgd-ce", steps=steps), run(1, attack="apgd-dlr", steps=steps)]
+    broken += [run(1, seed + j, attack="pgd", steps=steps, objective="margin", target_all=near[:, j]) for j in range(3)]
+    if twin is not None:
+        x_adv = _attack_x(twin, xc, yc, seed, attack="pgd", eps=eps, steps=steps, objective="margin")
+        broken.append(predict(model, x_adv) != yc)
+    broken.append(run(1, attack="square", steps=square_queries))
+    robust = correct.clone()
+    robust[idx] = ~torch.stack(broken).any(0)
+    return robust
+
+
 def iterations_check(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, budgets: list[int],
                      seed: int = 0) -> dict[str, Any]:
     """Carlini et al.'s convergence check: PGD-margin accuracy (1 random start) against the iteration budget."""
