@@ -3,7 +3,8 @@
 ``step_bars_figure``: one sample at one attack step, per model, as bars (distance to each vertex, or class
 scores; ``gccs_core.transfer.step_bars``). ``interval_figure``: readings with their confidence intervals as
 error bars (``gccs_core.study_table.readings_table``). Trace names are stable for the tests: ``distance`` /
-``score`` bars, one ``<arm>`` trace per configuration.
+``score`` bars, one ``<arm>`` trace per configuration. ``robust_curve_figure``: robust accuracy against eps,
+the run's own eps marked by a vertical line (a layout shape, not a trace).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from app.figures import class_colour, ink
+from app.figures import class_colour, ink, line_figure
 
 MUTED = "rgba(120,120,120,0.45)"
 BAR_TITLES = {"distance": "distance to each vertex (nearest wins)", "score": "class scores (highest wins)"}
@@ -61,4 +62,14 @@ def interval_figure(rows: Sequence[Mapping[str, Any]], title: str, height: int =
     fig.update_layout(title={"text": title}, height=height, margin={"l": 10, "r": 10, "t": 40, "b": 10},
                       xaxis_title="eps", yaxis_title="robust accuracy")
     fig.update_yaxes(range=[0, 1.02])
+    return fig
+
+
+def robust_curve_figure(eps: Sequence[float], series: dict[str, Sequence[float]], title: str, run_eps: float,
+                        height: int = 300) -> go.Figure:
+    """Robust accuracy against eps, one line per model, with a dotted line at the eps of the run above it."""
+    fig = line_figure(eps, series, title, "eps", "robust accuracy", height=height, y_range=[0, 1.02])
+    fig.add_vline(x=float(run_eps), line={"dash": "dot", "width": 1, "color": ink().text}, name="this run's eps",
+                  annotation_text=f"this run: {run_eps:g}", annotation_position="top right",
+                  annotation_font_size=11)
     return fig

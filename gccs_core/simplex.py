@@ -49,7 +49,10 @@ def simplex_vertices(
     _check_geometry(num_classes, dim)
     check_number("radius", radius, 0.0, open_low=True)
     k = num_classes
-    centred = torch.eye(k, dtype=torch.float64) - 1.0 / k  # rows sum to zero, rank K-1
+    # Computed on the CPU even under a ``torch.device(...)`` context (checkpoint loading builds models on "meta"
+    # first): meta tensors have no LAPACK, and a meta ``eye`` imports torch._dynamo (1-2 s) for nothing.
+    target = torch.get_default_device() if device is None else device
+    centred = torch.eye(k, dtype=torch.float64, device="cpu") - 1.0 / k  # rows sum to zero, rank K-1
     # The first K-1 columns span the same space as all K (columns sum to zero); fixing the signs of
     # R's diagonal keeps the basis identical across LAPACK builds.
     q, _ = torch.linalg.qr(centred[:, : k - 1])
@@ -58,9 +61,9 @@ def simplex_vertices(
     q = q * signs
     coords = centred @ q  # (K, K-1), rows are the simplex in K-1 dims
     coords = coords / coords.norm(dim=1, keepdim=True) * radius
-    out = torch.zeros(k, dim, dtype=torch.float64)
+    out = torch.zeros(k, dim, dtype=torch.float64, device="cpu")
     out[:, : k - 1] = coords
-    return out.to(dtype=dtype, device=device)
+    return out.to(dtype=dtype, device=target)
 
 
 def edge_length(num_classes: int, radius: float = DEFAULT_RADIUS) -> float:

@@ -10,6 +10,7 @@ from app import attacking, charts, exports, figures, loaders, registry, state
 from gccs_core.views import adversarial_images, panels_table, table_npz
 
 dataset, method = st.session_state["dataset"], st.session_state["method"]
+loaders.wake_warm_up()  # torch, the models and the data load while the user reads the page, not after the click
 st.title("Attack")
 entries = [registry.find_model(st.session_state.get(side) or "") for side in ("left", "right")]
 entries = [e for e in entries if e is not None]
@@ -136,8 +137,7 @@ with c_flip:
 with c_rob:
     try:
         curve = attacking.robust_curve(entries, out)
-        curve_fig = figures.line_figure(curve["eps"], curve["series"], curve["title"], "eps", "robust accuracy",
-                                        y_range=[0, 1.02])
+        curve_fig = charts.robust_curve_figure(curve["eps"], curve["series"], curve["title"], out["eps"])
         st.plotly_chart(curve_fig, key="robust", width="stretch")
         exports.html_button("dl_robust", curve_fig, f"{stem}-robust-curve")
     except (ValueError, RuntimeError) as err:
