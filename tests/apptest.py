@@ -88,6 +88,12 @@ def wait_training(at: Any, timeout: float = 120.0) -> Any:
     return at.switch_page("app_pages/train.py").run()
 
 
+def url(at: Any, key: str) -> str:
+    """The app's URL parameter ``key`` as the browser sees it (AppTest before Streamlit 1.6x gives a list)."""
+    value = at.query_params[key]
+    return value[-1] if isinstance(value, list) else value
+
+
 def errors(at: Any) -> list[str]:
     return [e.value for e in at.error]
 

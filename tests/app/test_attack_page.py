@@ -6,7 +6,7 @@ import re
 
 import numpy as np
 import pytest
-from apptest import arr, errors, run_app, specs
+from apptest import arr, errors, run_app, specs, url
 
 from app import attacking
 
@@ -42,7 +42,7 @@ def test_the_norm_switches_the_eps_range_and_an_l2_attack_stays_in_its_ball(pret
     assert _eps_slider(at).value == pytest.approx(attacking.EPS_RANGE["l2"]["default"])
     _attack(at, eps=1.5, steps=5, n_samples=6, objective="margin")
     assert not errors(at) and any("L2 ball" in c.value for c in at.caption)
-    assert at.query_params["norm"] == "l2" and at.query_params["eps"] == "1.5"
+    assert url(at, "norm") == "l2" and url(at, "eps") == "1.5"
     out = at.session_state["attack_out"]
     delta = (out["panels"][0].x - out["panels"][0].x[:1]).reshape(out["n_frames"], 6, -1)
     l2 = np.sqrt((delta.astype(np.float64) ** 2).sum(-1))

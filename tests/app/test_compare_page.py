@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from apptest import ROOT, arr, errors, run_app, spec_by_trace, specs
+from apptest import ROOT, arr, errors, run_app, spec_by_trace, specs, url
 
 from gccs_core.study_table import attack_breaks, load_results, missing, readings_table
 
@@ -49,7 +49,7 @@ def test_the_norm_selector_shows_the_l2_reports_and_evaluates_in_l2(pretrained, 
     assert {"eps 0", "eps 0.1"} <= set(_frames(at)[0].columns)
     at.radio(key="norm").set_value("l2").run()
     assert not at.exception and not errors(at)
-    assert at.query_params["norm"] == "l2"
+    assert url(at, "norm") == "l2"
     table = _frames(at)[0]
     assert list(table["model"]) == ["digits-gccs · gccs"]
     assert [c for c in table.columns if c.startswith("eps")] == ["eps 0.5", "eps 1.5"]

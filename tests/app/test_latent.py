@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-from apptest import arr, errors, names, run_app, spec_by_trace, specs, trace
+from apptest import arr, errors, names, run_app, spec_by_trace, specs, trace, url
 
 
 def test_latent_page_shows_vertices_means_and_ellipses(pretrained):
@@ -28,7 +28,7 @@ def test_latent_page_shows_vertices_means_and_ellipses(pretrained):
     # each ellipse trace holds a 1-sigma and a 2-sigma contour separated by a gap
     ell = arr(trace(left, "Gaussian 3")["x"])
     assert np.isnan(ell).sum() == 2 and len(ell) == 2 * 50
-    assert at.query_params["dataset"] == "digits" and at.query_params["method"] == "simplex"
+    assert url(at, "dataset") == "digits" and url(at, "method") == "simplex"
 
 
 def test_projection_and_model_widgets_change_the_figure(pretrained):
@@ -44,7 +44,7 @@ def test_projection_and_model_widgets_change_the_figure(pretrained):
     assert not at.exception
     assert sum("class means" in names(s) for s in specs(at)) == 2
     assert all("simplex vertices" not in names(s) for s in specs(at))
-    assert at.query_params["left"] == "pretrained:digits-ce" and at.query_params["method"] == "pca"
+    assert url(at, "left") == "pretrained:digits-ce" and url(at, "method") == "pca"
 
 
 def test_three_d_view_and_lda(pretrained):
@@ -96,7 +96,7 @@ def test_teacher_mode_can_be_left(pretrained):
     at = run_app({"teacher": "1"})
     at.toggle(key="teacher").set_value(False).run()
     assert not at.exception
-    assert at.query_params["teacher"] == "0"
+    assert url(at, "teacher") == "0"
     assert {"left", "right", "dataset"} <= {w.key for w in at.selectbox}
 
 
@@ -113,4 +113,4 @@ def test_settings_survive_page_changes_and_teacher_mode(pretrained):
     at.switch_page("app_pages/latent.py").run()  # sidebar hidden: its widgets are not drawn
     assert not at.exception
     assert at.session_state["right"] == "pretrained:digits-gccs" and at.session_state["method"] == "pca"
-    assert at.query_params["eps"] == "0.27" and at.query_params["teacher"] == "1"
+    assert url(at, "eps") == "0.27" and url(at, "teacher") == "1"
