@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export NUMBA_CACHE_DIR ?= $(CURDIR)/.numba_cache
 
-.PHONY: install system-deps run test lint pretrained bench clean
+.PHONY: install system-deps run test floor-test lint pretrained bench clean
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,14 @@ run: install
 test: install system-deps
 	$(PY) -m pytest -q --durations=15
 
+# The app's tests against the lowest Streamlit that requirements.txt allows (by hand, before moving the floor).
+STREAMLIT_FLOOR := $(shell sed -n 's/^streamlit>=\([0-9.]*\).*/\1/p' requirements.txt)
+floor-test:
+	test -x .venv-floor/bin/python || $(PYTHON) -m venv .venv-floor
+	.venv-floor/bin/python -m pip install -q -r requirements-dev.txt "streamlit==$(STREAMLIT_FLOOR)"
+	.venv-floor/bin/python -m pip install -q --no-deps -e .
+	.venv-floor/bin/python -m pytest -q tests/app tests/system/test_browser.py
+
 lint: install
 	$(VENV)/bin/ruff check gccs_core app tests bench scripts
 
@@ -40,4 +48,4 @@ bench: install
 	$(PY) bench/bench_training.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .numba_cache
+	rm -rf $(VENV) .venv-floor .pytest_cache .numba_cache
