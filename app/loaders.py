@@ -78,16 +78,10 @@ def precomputed_view(entry: ModelEntry) -> LatentView | None:
 
 
 def torch_setup() -> None:
-    """Import torch once with ``$GCCS_TORCH_THREADS`` (default 1) intra-op threads.
+    """Set the library's torch threads once (``$GCCS_TORCH_THREADS``, default 1); imports torch via the library."""
+    from gccs_core.models import set_torch_threads
 
-    On a small shared machine more threads spin against each other: a 100-sample PGD took 6.7 s
-    with 2 threads under load and 0.08 s with 1.
-    """
-    import torch
-
-    threads = int(os.environ.get("GCCS_TORCH_THREADS", "1"))
-    if torch.get_num_threads() != threads:
-        torch.set_num_threads(threads)
+    set_torch_threads()
 
 
 @st.cache_resource(max_entries=8, show_spinner=False)

@@ -81,3 +81,27 @@ def test_no_module_imports_a_package_face() -> None:
             children = {p.stem for p in package.glob("*.py")} | {p.name for p in package.iterdir() if p.is_dir()}
             bad += [f"{path.relative_to(ROOT)}: {a.name}" for a in node.names if a.name not in children]
     assert bad == []
+
+
+def test_app_imports_no_torch_and_no_numerics_libraries_directly() -> None:
+    """The app hands arrays from the library to figures: no file in app/ imports torch (or torchvision) itself."""
+    bad = []
+    for path in (ROOT / "app").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            bad += [f"{path.relative_to(ROOT)}: {n}" for n in names if n.split(".")[0] in ("torch", "torchvision")]
+    assert bad == []
+
+
+def test_set_torch_threads_reads_the_environment_and_refuses_bad_values() -> None:
+    out = _run("import os, torch\nfrom gccs_core.models import set_torch_threads\n"
+               "os.environ['GCCS_TORCH_THREADS'] = '1'\nprint(set_torch_threads(), torch.get_num_threads())\n"
+               "print(set_torch_threads(2), torch.get_num_threads())\n"
+               "os.environ['GCCS_TORCH_THREADS'] = 'many'\n"
+               "try:\n    set_torch_threads()\nexcept ValueError as e:\n    print('refused', 'many' in str(e))\n"
+               "try:\n    set_torch_threads(0)\nexcept ValueError as e:\n    print('refused', 'threads=0' in str(e))\n")
+    assert out.split() == ["1", "1", "2", "2", "refused", "True", "refused", "True"]

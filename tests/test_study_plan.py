@@ -65,3 +65,24 @@ def test_only_the_default_full_study_rewrites_the_readme():
     assert _readme(build_parser().parse_args(["run", "--quick"])) is None
     assert _readme(build_parser().parse_args(["run", "--out", "elsewhere"])) is None
     assert _readme(build_parser().parse_args(["report"])) == (DEFAULT_README if DEFAULT_README.exists() else None)
+
+
+def test_select_jobs_keeps_what_the_chosen_jobs_need_in_plan_order():
+    import pytest
+
+    from gccs_core.study.plan import select_jobs
+
+    cfg = StudyConfig(readings=("gccs",), sigmas=(1.0,), seeds=(0, 1))
+    jobs = build_jobs(cfg, ("gccs", "ce"), n_train=1000, n_test=200)
+    got = select_jobs(jobs, kinds=("autoattack",), arms=("gccs-s1-at-margin",))
+    kinds = {j.kind for j in got}
+    assert {"autoattack", "train", "select"} <= kinds and not kinds & {"weak", "strong", "diagnostics"}
+    keys = {j.key for j in got}
+    assert all(d in keys for j in got for d in j.deps)  # nothing left waiting on a job that will not run
+    assert [j.key for j in jobs if j.key in keys] == [j.key for j in got]  # the plan's order, keys unchanged
+    assert {j.params["arm"] for j in got if j.kind == "autoattack"} == {"gccs-s1-at-margin"}
+    assert len(select_jobs(jobs)) == len(jobs)
+    with pytest.raises(ValueError, match="--kinds autoatack unknown: the plan has autoattack"):
+        select_jobs(jobs, kinds=("autoatack",))
+    with pytest.raises(ValueError, match="--arms nope unknown: the plan has ce, ce-at-ce"):
+        select_jobs(jobs, arms=("nope",))

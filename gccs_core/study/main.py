@@ -25,10 +25,13 @@ def run_study(cfg: StudyConfig, out: str | Path = DEFAULT_OUT, work: str | Path 
               pretrained: str | Path | None = None, workers: int = 1, ray_address: str | None = None,
               command: str = "python -m gccs_core.study run", max_jobs: int | None = None,
               log: Any = None, readme: str | Path | None = None,
-              report_cfg: StudyConfig | None = None) -> dict[str, Any]:
+              report_cfg: StudyConfig | None = None, kinds: tuple[str, ...] | None = None,
+              arms: tuple[str, ...] | None = None) -> dict[str, Any]:
     """Run (or resume) the study; outputs are rewritten after every finished job (and the study block of
     ``readme``, when given) from every finished job of ``report_cfg`` (default ``cfg``): a run of a few
-    readings or seeds first leaves the report of the whole study in place. Returns the runner's counts."""
+    readings or seeds first leaves the report of the whole study in place; ``kinds``/``arms`` run only those jobs
+    (and what they depend on) now. Returns the runner's counts."""
+    from .plan import select_jobs
     from .results import write_outputs
     from .runner import _log, plan_jobs, run_jobs
 
@@ -44,11 +47,12 @@ def run_study(cfg: StudyConfig, out: str | Path = DEFAULT_OUT, work: str | Path 
 
     require_pyautoattack()  # every plan has AutoAttack and FAB jobs: fail now, not hours later
     jobs = plan_jobs(cfg)
-    store = Store(work_p)
-    store.open(cfg.to_dict())
-
     report_cfg = report_cfg or cfg
     report_jobs = jobs if report_cfg == cfg else plan_jobs(report_cfg)
+    if kinds is not None or arms is not None:
+        jobs = select_jobs(jobs, kinds, arms)
+    store = Store(work_p)
+    store.open(cfg.to_dict())
 
     def refresh() -> None:
         write_outputs(report_cfg, report_jobs, store.finished(), work_p, out_p, pre_p, command,
@@ -79,6 +83,10 @@ def _ints(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of integers") from err
 
 
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(v.strip() for v in text.split(",") if v.strip())
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m gccs_core.study", description="The GCCS study (see docs/study.md).")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -100,6 +108,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--n-autoattack", type=int, default=None, help="first N test digits for standard AutoAttack")
         p.add_argument("--epochs", type=int, default=None)
         p.add_argument("--eps", type=_floats, default=None, help="comma-separated L-inf radii")
+        p.add_argument("--kinds", type=_names, default=None,
+                       help="run only jobs of these kinds now, with what they need (e.g. strong,autoattack)")
+        p.add_argument("--arms", type=_names, default=None,
+                       help="run only jobs of these configurations now (e.g. ce-at-ce,gccs-s1-at-margin)")
         p.add_argument("--max-jobs", type=int, default=None, help="stop after this many jobs (the rest stay to resume)")
     return parser
 
@@ -149,10 +161,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         cfg = _config(args)
         out, work, pre = _folders(args)
         if args.command == "plan":
+            from .plan import select_jobs
             from .runner import plan_jobs
 
             done = Store(work).finished() if (work / "jobs").exists() else {}
-            for j in plan_jobs(cfg):
+            for j in select_jobs(plan_jobs(cfg), args.kinds, args.arms):
                 print(f"{'done' if j.key in done else 'todo'}  {j.key}  tier {j.priority[0]}  {j.label}")
             return 0
         if args.command == "report":
@@ -163,7 +176,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             write_outputs(cfg, plan_jobs(cfg), store.finished(), work, out, pre, command, _readme(args))
             return 0
         counts = run_study(cfg, out, work, pre, args.workers, args.ray, command, args.max_jobs, readme=_readme(args),
-                           report_cfg=_report_config(args, cfg))
+                           report_cfg=_report_config(args, cfg), kinds=getattr(args, "kinds", None),
+                           arms=getattr(args, "arms", None))
     except (StudyError, ImportError, ValueError) as err:
         print(f"study: error: {err}", file=sys.stderr)
         return 2

@@ -150,3 +150,25 @@ def build_jobs(cfg: StudyConfig, available_losses: tuple[str, ...], n_train: int
                         label=f"iterations {arm.name} seed {cfg.seeds[0]}"))
     jobs.sort(key=lambda j: j.priority)
     return jobs
+
+
+def select_jobs(jobs: list[Job], kinds: tuple[str, ...] | None = None,
+                arms: tuple[str, ...] | None = None) -> list[Job]:
+    """The jobs of the given ``kinds`` (see STAGES) and ``arms`` (configuration names, e.g. ``gccs-s1-at-margin``),
+    plus every job they depend on, in the plan's order: a run of a few jobs first never changes what a job computes
+    (its key), only when it runs. Unknown names raise ``ValueError`` listing what exists."""
+    known_arms = sorted({j.params["arm"] for j in jobs if "arm" in j.params})
+    for flag, given, allowed in (("--kinds", kinds, sorted(STAGES)), ("--arms", arms, known_arms)):
+        bad = [v for v in given or () if v not in allowed]
+        if bad:
+            raise ValueError(f"{flag} {', '.join(bad)} unknown: the plan has {', '.join(allowed)}.")
+    wanted = {j.key for j in jobs if (kinds is None or j.kind in kinds)
+              and (arms is None or j.params.get("arm") in arms)}
+    by_key = {j.key: j for j in jobs}
+    stack = list(wanted)
+    while stack:
+        for d in by_key[stack.pop()].deps:
+            if d not in wanted and d in by_key:
+                wanted.add(d)
+                stack.append(d)
+    return [j for j in jobs if j.key in wanted]
