@@ -86,3 +86,31 @@ def test_select_jobs_keeps_what_the_chosen_jobs_need_in_plan_order():
         select_jobs(jobs, kinds=("autoatack",))
     with pytest.raises(ValueError, match="--arms nope unknown: the plan has ce, ce-at-ce"):
         select_jobs(jobs, arms=("nope",))
+
+
+def _iv(v, lo, hi):
+    return {"estimate": v, "low": lo, "high": hi}
+
+
+def test_the_conclusion_states_how_big_a_strong_advantage_is_and_whether_autoattack_agrees():
+    from gccs_core.study.report import _conclusion
+
+    def cell(arm, proto, eps, robust, diff=None, seeds=(0, 1, 2), aa_gap=None):
+        c = {"arm": arm, "protocol": proto, "eps": eps, "seeds": list(seeds), "n": 250, "robust": _iv(robust, 0, 1)}
+        if diff is not None:
+            c["vs_ce"] = {"twin": "ce", "seeds": list(seeds), "n": 250, "diff": _iv(*diff), "mcnemar": {"p_value": 0.01}}
+        if aa_gap is not None:
+            c["strong_minus_autoattack"] = {"n": 100, "diff": _iv(aa_gap, 0, 0.05), "first": 0.05, "second": 0.02}
+        return c
+
+    cells = [cell("ce", "strong", 0.1, 0.01), cell("g", "strong", 0.1, 0.05, (0.04, 0.015, 0.07)),
+             cell("g", "strong", 0.05, 0.36, (0.015, -0.04, 0.07)), cell("g", "autoattack", 0.1, 0.02, aa_gap=0.03),
+             cell("g", "weak", 0.1, 0.11, (0.076, 0.016, 0.14)),
+             cell("h", "strong", 0.1, 0.30, (-0.01, -0.05, 0.03), seeds=(0,)), cell("h", "weak", 0.1, 0.3, (0, -1, 1))]
+    plain = [{"arm": "ce", "reading": "ce"}, {"arm": "g", "reading": "gccs"}, {"arm": "h", "reading": "gccs-hybrid"}]
+    text = "\n".join(_conclusion(cells, plain, []))
+    assert "g keeps an advantage" in text and "a GCCS advantage over CE with an interval excluding zero for g;" in text
+    assert "+4.0 [+1.5, +7.0] points over 3 seed(s) x 250 digits, at 5.0% robust accuracy against 1.0% for CE" in text
+    assert "both models lose at least 95% of the digits" in text and "eps 0.05 +1.5 [-4.0, +7.0]" in text
+    assert "AutoAttack does NOT agree with the strong worst case within 2 points (largest gap 3.0, 100 digits)" in text
+    assert "h" not in text.split("keeps an advantage")[0].split("Strong protocol")[1]  # h is level, not ahead

@@ -307,6 +307,37 @@ def _diagnostics(data: dict[str, Any], arms: list[dict[str, Any]]) -> list[str]:
     return L
 
 
+def _advantage_detail(cells: list[dict[str, Any]], arm: str) -> str:
+    """How big a strong-protocol advantage is: the levels behind it, its seeds, the neighbouring radii, AutoAttack."""
+    c = _cell(cells, arm, "strong", HEADLINE_EPS)
+    assert c is not None and c.get("vs_ce")
+    seeds = len(c["vs_ce"]["seeds"])
+    ours = c["robust"]["estimate"]
+    theirs = ours - c["vs_ce"]["diff"]["estimate"]  # CE on the same seeds and digits (the pairing)
+    text = (f"  * {arm}: {_ci(c['vs_ce']['diff'], True)} points over {seeds} seed(s) x {c['vs_ce']['n']} digits, at "
+            f"{_pct(ours)}% robust accuracy against {_pct(theirs)}% for CE on the same seeds")
+    if max(ours, theirs) <= 0.1:
+        text += f": both models lose at least {int(100 * (1 - max(ours, theirs)))}% of the digits"
+    others = []
+    for e in sorted({x["eps"] for x in cells if x["arm"] == arm and x["protocol"] == "strong"}):
+        o = _cell(cells, arm, "strong", e)
+        if abs(e - HEADLINE_EPS) > 1e-9 and o and o.get("vs_ce"):
+            others.append(f"eps {e:g} {_ci(o['vs_ce']['diff'], True)}")
+    if others:
+        text += "; at the other radii " + ", ".join(others)
+    aa = [x for x in cells if x["arm"] == arm and x["protocol"] == "autoattack" and x.get("strong_minus_autoattack")]
+    if aa:
+        worst = max(abs(x["strong_minus_autoattack"]["diff"]["estimate"]) for x in aa)
+        agree = "agrees" if worst <= AGREE_POINTS else "does NOT agree"
+        text += (f"; standard AutoAttack {agree} with the strong worst case within {100 * AGREE_POINTS:g} points "
+                 f"(largest gap {100 * worst:.1f}, {aa[0]['strong_minus_autoattack']['n']} digits)")
+    else:
+        text += "; no AutoAttack check yet"
+    if seeds < 3:
+        text += "; fewer than 3 seeds, so the interval does not yet cover seed-to-seed variation of CE"
+    return text + "."
+
+
 def _conclusion(cells: list[dict[str, Any]], plain: list[dict[str, Any]], at: list[dict[str, Any]]) -> list[str]:
     """Plain sentences computed from the intervals at the headline eps (and the AT eps)."""
     L = ["## Conclusion (computed from the intervals above)", ""]
@@ -332,8 +363,8 @@ def _conclusion(cells: list[dict[str, Any]], plain: list[dict[str, Any]], at: li
     elif strong_up:
         verb = "keeps" if len(strong_up) == 1 else "keep"
         L.append(f"* **Strong protocol at eps {HEADLINE_EPS:g}: {', '.join(strong_up)} {verb} an advantage over CE with an"
-                 " interval excluding zero. This is a real finding if it holds with more seeds (each reading is compared with"
-                 " the same CE model of each seed) and under AutoAttack.**")
+                 " interval excluding zero.**")
+        L += [_advantage_detail(cells, arm) for arm in strong_up]
     else:
         parts = ([f"{', '.join(strong_down)} below CE with intervals excluding zero"] if strong_down else []) + \
                 ([f"{', '.join(strong_level)} level with CE within their intervals"] if strong_level else [])
