@@ -176,8 +176,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             write_outputs(cfg, plan_jobs(cfg), store.finished(), work, out, pre, command, _readme(args))
             return 0
         counts = run_study(cfg, out, work, pre, args.workers, args.ray, command, args.max_jobs, readme=_readme(args),
-                           report_cfg=_report_config(args, cfg), kinds=getattr(args, "kinds", None),
-                           arms=getattr(args, "arms", None))
+                           report_cfg=_report_config(args, cfg), kinds=args.kinds,
+                           arms=args.arms)
     except (StudyError, ImportError, ValueError) as err:
         print(f"study: error: {err}", file=sys.stderr)
         return 2
