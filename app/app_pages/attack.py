@@ -77,68 +77,82 @@ exports.download_row("dl_attack", out["figure"], lambda: panels_table(out["panel
 if out["method"] == "umap":
     st.caption("UMAP positions of attacked points are approximate (placed among the clean points they resemble).")
 
-# -- per step: images and predictions --------------------------------------------------------------
+# -- below the animation: one tab at a time --------------------------------------------------------
+# Lazy tabs: only the open tab's content runs and is drawn, so a click on Run attack sends the browser the
+# animation and one small tab, not four charts at once (the other charts made the animation paint later).
+TABS = ("Step by step", "Flips per step", "Robust accuracy vs eps")
+tab_step, tab_flips, tab_robust = st.tabs(TABS, key="attack_tab", on_change="rerun")
 n_steps = out["n_frames"] - 1
-c_step, c_sample = st.columns([2, 1])
-step = c_step.slider("Step", 0, n_steps, n_steps, key="img_step")
-pos = c_sample.selectbox("Sample", list(range(len(out["y"]))), key="img_sample",
-                         format_func=lambda i: f"#{out['idx'][i]} (label {names[out['y'][i]]})")
-for panel in out["panels"]:
-    cols = st.columns([1.3, 1, 1, 1, 1.3])
-    cols[0].markdown(f"**{panel.label}**")
-    x0, xt = panel.x[0, pos], panel.x[step, pos]
-    cols[1].image(figures.upscale(x0, 112), caption="original")
-    # L-inf: the eps ball spans black to white; L2: the largest pixel change of this sample over the run does
-    amp = out["eps"] if out.get("norm", "linf") == "linf" else float(abs(panel.x[:, pos] - x0).max())
-    cols[2].image(figures.perturbation_image(xt - x0, amp, 112), caption="perturbation (amplified)")
-    cols[3].image(figures.upscale(xt, 112), caption="adversarial")
-    p = int(panel.pred[step, pos])
-    verdict = "✅ correct" if p == out["y"][pos] else "❌ fooled"
-    cols[4].markdown(f"step {step}: predicted **{names[p]}** {verdict}")
 stem = f"attack-{out['attack']}-eps{out['eps']:g}"
 
 
-def _sample_png() -> bytes:
+def _amplitude(panel, pos: int) -> float:  # type: ignore[no-untyped-def]
+    """L-inf: the eps ball spans black to white; L2: the largest pixel change of this sample over the run does."""
+    x0 = panel.x[0, pos]
+    return out["eps"] if out.get("norm", "linf") == "linf" else float(abs(panel.x[:, pos] - x0).max())
+
+
+def _sample_png(step: int, pos: int) -> bytes:
     """The chosen sample at the chosen step, one row per model: original | perturbation (amplified) | adversarial."""
     rows = []
     for panel in out["panels"]:
         x0, xt = panel.x[0, pos], panel.x[step, pos]
-        amp = out["eps"] if out.get("norm", "linf") == "linf" else float(abs(panel.x[:, pos] - x0).max())
-        parts = [figures.upscale(x0, 112), figures.perturbation_image(xt - x0, amp, 112), figures.upscale(xt, 112)]
+        parts = [figures.upscale(x0, 112), figures.perturbation_image(xt - x0, _amplitude(panel, pos), 112),
+                 figures.upscale(xt, 112)]
         rows.append(np.hstack(parts))
     return exports.png_bytes(np.vstack(rows))
 
 
-c_npz, c_png, _ = st.columns([1.4, 1.4, 3])
-with c_npz:
-    exports.file_button("dl_adv_npz", "Adversarial images (NPZ)",
-                        lambda: table_npz(adversarial_images(out["panels"], out["idx"])), f"{stem}-images.npz",
-                        "application/octet-stream", "Every sample's clean and final adversarial image per model, with "
-                        "labels and predictions (np.load; no pickle).")
-with c_png:
-    exports.file_button("dl_adv_png", "This sample (PNG)", _sample_png, f"{stem}-sample{out['idx'][pos]}-step{step}.png",
-                        "image/png", "Original, amplified perturbation and adversarial image of the chosen sample at "
-                        "the chosen step, one row per model.")
-try:
-    bars = attacking.step_readouts(out, step, pos)
-except (ValueError, KeyError) as err:
-    state.show_error(err, "Per-step bars unavailable")
-else:
-    bars_fig = charts.step_bars_figure(bars, names, int(out["y"][pos]), step)
-    st.plotly_chart(bars_fig, key="step_bars", width="stretch", config={"displaylogo": False})
-    exports.html_button("dl_bars", bars_fig, f"{stem}-bars-step{step}")
+if tab_step.open:
+    with tab_step:
+        c_step, c_sample = st.columns([2, 1])
+        step = c_step.slider("Step", 0, n_steps, n_steps, key="img_step")
+        pos = c_sample.selectbox("Sample", list(range(len(out["y"]))), key="img_sample",
+                                 format_func=lambda i: f"#{out['idx'][i]} (label {names[out['y'][i]]})")
+        for panel in out["panels"]:
+            cols = st.columns([1.3, 1, 1, 1, 1.3])
+            cols[0].markdown(f"**{panel.label}**")
+            x0, xt = panel.x[0, pos], panel.x[step, pos]
+            cols[1].image(figures.upscale(x0, 112), caption="original")
+            cols[2].image(figures.perturbation_image(xt - x0, _amplitude(panel, pos), 112),
+                          caption="perturbation (amplified)")
+            cols[3].image(figures.upscale(xt, 112), caption="adversarial")
+            p = int(panel.pred[step, pos])
+            verdict = "✅ correct" if p == out["y"][pos] else "❌ fooled"
+            cols[4].markdown(f"step {step}: predicted **{names[p]}** {verdict}")
+        c_npz, c_png, _ = st.columns([1.4, 1.4, 3])
+        with c_npz:
+            exports.file_button("dl_adv_npz", "Adversarial images (NPZ)",
+                                lambda: table_npz(adversarial_images(out["panels"], out["idx"])), f"{stem}-images.npz",
+                                "application/octet-stream", "Every sample's clean and final adversarial image per "
+                                "model, with labels and predictions (np.load; no pickle).")
+        with c_png:
+            exports.file_button("dl_adv_png", "This sample (PNG)", lambda: _sample_png(step, pos),
+                                f"{stem}-sample{out['idx'][pos]}-step{step}.png", "image/png",
+                                "Original, amplified perturbation and adversarial image of the chosen sample at "
+                                "the chosen step, one row per model.")
+        try:
+            bars = attacking.step_readouts(out, step, pos)
+        except (ValueError, KeyError) as err:
+            state.show_error(err, "Per-step bars unavailable")
+        else:
+            bars_fig = charts.step_bars_figure(bars, names, int(out["y"][pos]), step)
+            st.plotly_chart(bars_fig, key="step_bars", width="stretch", config={"displaylogo": False})
+            exports.html_button("dl_bars", bars_fig, f"{stem}-bars-step{step}")
 
-c_flip, c_rob = st.columns(2)
-with c_flip:
-    flips_fig = figures.line_figure(list(range(out["n_frames"])), out["flips"], "flipped samples per step", "step",
-                                    "samples flipped")
-    st.plotly_chart(flips_fig, key="flips", width="stretch")
-    exports.html_button("dl_flips", flips_fig, f"{stem}-flips")
-with c_rob:
-    try:
-        curve = attacking.robust_curve(entries, out)
-        curve_fig = charts.robust_curve_figure(curve["eps"], curve["series"], curve["title"], out["eps"])
-        st.plotly_chart(curve_fig, key="robust", width="stretch")
-        exports.html_button("dl_robust", curve_fig, f"{stem}-robust-curve")
-    except (ValueError, RuntimeError) as err:
-        state.show_error(err, "Robust accuracy curve unavailable")
+if tab_flips.open:
+    with tab_flips:
+        flips_fig = figures.line_figure(list(range(out["n_frames"])), out["flips"], "flipped samples per step", "step",
+                                        "samples flipped")
+        st.plotly_chart(flips_fig, key="flips", width="stretch")
+        exports.html_button("dl_flips", flips_fig, f"{stem}-flips")
+
+if tab_robust.open:
+    with tab_robust:
+        try:
+            curve = attacking.robust_curve(entries, out)
+            curve_fig = charts.robust_curve_figure(curve["eps"], curve["series"], curve["title"], out["eps"])
+            st.plotly_chart(curve_fig, key="robust", width="stretch")
+            exports.html_button("dl_robust", curve_fig, f"{stem}-robust-curve")
+        except (ValueError, RuntimeError) as err:
+            state.show_error(err, "Robust accuracy curve unavailable")

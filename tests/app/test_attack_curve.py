@@ -13,6 +13,7 @@ from app import attacking, loaders
 
 
 def _attack(at, **settings):
+    at.session_state["attack_tab"] = "Robust accuracy vs eps"  # the curve's tab (only the open tab is drawn)
     for key, value in settings.items():
         widget = next(w for w in (*at.selectbox, *at.slider, *at.number_input, *at.radio) if w.key == key)
         widget.set_value(value)

@@ -39,14 +39,29 @@ def test_attack_page_animates_both_models(pretrained):
     x0 = arr(anim["frames"][0]["data"][1]["x"])
     x5 = arr(anim["frames"][5]["data"][1]["x"])
     assert len(x0) == 8 and not np.allclose(x0, x5)
-    flips = spec_by_trace(at, "digits-gccs · gccs")
-    assert len(flips["data"]) == 2 and len(arr(flips["data"][0]["y"])) == 6
-    robust = next(s for s in specs(at) if "robust accuracy" in s["layout"].get("title", {}).get("text", ""))
-    acc = arr(robust["data"][0]["y"])
-    assert acc[0] >= acc[-1] and len(robust["data"]) == 2
+    # the clean points are one image per panel behind the axes, not 2 x 360 SVG markers
+    images = anim["layout"]["images"]
+    assert [(im["name"], im["xref"], im["yref"]) for im in images] == [("clean points", "x", "y"),
+                                                                      ("clean points", "x2", "y2")]
+    assert all(im["source"].startswith("data:image/png;base64,") for im in images)
+    # below the animation one tab at a time: the step-by-step tab first, without the other tabs' charts
+    assert [t.label for t in at.tabs] == ["Step by step", "Flips per step", "Robust accuracy vs eps"]
+    assert any("step 5: predicted" in m.value for m in at.markdown)
+    assert not any("robust accuracy" in s["layout"].get("title", {}).get("text", "") for s in specs(at))
     # per-step images: moving the step slider changes the caption of the prediction
     at.slider(key="img_step").set_value(0).run()
     assert not at.exception and any("step 0: predicted" in m.value for m in at.markdown)
+    at.session_state["attack_tab"] = "Flips per step"
+    at.run()
+    flips = spec_by_trace(at, "digits-gccs · gccs")
+    assert len(flips["data"]) == 2 and len(arr(flips["data"][0]["y"])) == 6
+    assert not any("step 0: predicted" in m.value for m in at.markdown)
+    at.session_state["attack_tab"] = "Robust accuracy vs eps"
+    at.run()
+    robust = next(s for s in specs(at) if "robust accuracy" in s["layout"].get("title", {}).get("text", ""))
+    acc = arr(robust["data"][0]["y"])
+    assert acc[0] >= acc[-1] and len(robust["data"]) == 2
+    assert len(spec_by_trace(at, "moving 1")["frames"]) == 6  # the animation stays while tabs switch
 
 
 def test_targeted_attack_and_widgets_change_the_animation(pretrained):
