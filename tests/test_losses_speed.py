@@ -62,3 +62,37 @@ def test_no_gradient_is_computed_or_kept_without_autograd():
         value = loss(z.float(), y)
     assert value.grad_fn is None and torch.isfinite(value)
     assert loss.last_terms.keys() == {"kl", "pull"}
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("fused", [False, True])
+@pytest.mark.parametrize("sizes", [[1, 2, 5, 13, 25, 40, 0, 0, 0, 0], [12] * 10, [30, 1, 1, 1, 0, 0, 0, 0, 0, 60]])
+def test_the_cpu_numpy_route_is_the_torch_route(dtype, fused, sizes):
+    """On the CPU the d x d route runs in numpy (fewer per-call overheads); the torch route stays for accelerators.
+    Both give the same kl, pull and gradients: one-sample and absent classes, rank-deficient classes (13 < 16)."""
+    from gccs_core.losses import _kl_small, _kl_small_numpy
+
+    z, y = _classes(sizes, 16, 0.3, seed=len(sizes) + sum(sizes))
+    z, mu = z.to(dtype), simplex_vertices(10, 16).to(dtype)
+    args = (z, y, mu, 1.0, 0.1, 1e-4, 0.7, True, fused)
+    ref, got = _kl_small(*args), _kl_small_numpy(*args)
+    tol = {"rtol": 1e-5, "atol": 1e-6} if dtype == torch.float32 else {"rtol": 1e-10, "atol": 1e-12}
+    for a, b in zip(ref, got):
+        assert (a is None) == (b is None)
+        if a is not None:
+            assert b.dtype == dtype and b.shape == a.shape
+            torch.testing.assert_close(b, a, **tol)
+    no_grad = _kl_small_numpy(z, y, mu, 1.0, 0.1, 1e-4, 0.7, False, fused)
+    assert no_grad[2] is None and no_grad[3] is None
+
+
+def test_a_failed_factor_is_nan_on_both_routes():
+    from gccs_core.losses import _kl_small, _kl_small_numpy
+
+    z, y = _classes([20] * 10, 16, 1.0, seed=3)
+    z = z.float()
+    z[0, 0] = float("inf")
+    mu = simplex_vertices(10, 16)
+    for route in (_kl_small, _kl_small_numpy):
+        kl, _, grad, _ = route(z, y, mu, 1.0, 0.1, 1e-4, 1.0, True, True)
+        assert not torch.isfinite(kl) and not torch.isfinite(grad).all(), route.__name__
