@@ -1,5 +1,5 @@
 """The attack animation's clean points drawn as one image: each point lands at its data coordinate in its class
-colour, the image spans the range it is given, and a view's image is made once."""
+colour, the image spans the range it is given, a view's image is made once, and the animation's cached subplot layout."""
 
 from __future__ import annotations
 
@@ -50,3 +50,16 @@ def test_the_same_view_gives_the_same_image_object_once():
     assert a["source"] is b["source"] and b["xref"] == "x2"
     c = figures.background_image(pts + 0.5, cls, [-3.0, 3.0], [-3.0, 3.0])
     assert c["source"] != a["source"]
+
+
+def test_the_cached_subplot_layout_is_plotlys_with_these_titles():
+    import json
+
+    from plotly.subplots import make_subplots
+
+    for titles in (["one"], ["digits-gccs · gccs: 3/100 fooled", "digits-ce · ce (replayed from <b>x</b>)"]):
+        want = make_subplots(rows=1, cols=len(titles), subplot_titles=titles, horizontal_spacing=0.06)
+        got = figures._subplots_layout(len(titles), titles)
+        assert json.dumps(got, sort_keys=True) == json.dumps(want.layout.to_plotly_json(), sort_keys=True)
+    got["annotations"][0]["text"] = "changed"  # each call gets its own copy
+    assert figures._subplots_layout(2, ["a", "b"])["annotations"][0]["text"] == "a"
