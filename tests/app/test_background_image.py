@@ -1,5 +1,6 @@
 """The attack animation's clean points drawn as one image: each point lands at its data coordinate in its class
-colour, the image spans the range it is given, a view's image is made once, and the animation's cached subplot layout."""
+colour, the image spans the range it is given and a view's image is made once; the animation's subplot layout is
+plotly's, built once per panel count."""
 
 from __future__ import annotations
 
