@@ -2,7 +2,8 @@
 
 1. Start-up: from launching `streamlit run` to the first plotly points painted in the browser, for the app
    (latent page, pretrained GCCS + cross-entropy, shipped projections) and for a bare one-chart
-   Streamlit app (one plotly scatter of as many points) measured the same way, alternating, in the same run.
+   Streamlit app (one plotly scatter of as many points) measured the same way, in the same run, each repeat
+   a pair whose order alternates (bare first, then app first, ...).
 2. Attack animation: after the background warm-up, from the click on "Run attack" (100 samples, PGD,
    20 steps, two models; a fresh eps each time so no cache helps) to the animation's points painted,
    median and 90th percentile over the clicks; plus the server's share (attacks + projection + figure,
@@ -127,7 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, object] = {"bare_first_paint_s": [], "app_first_paint_s": [], "attack_anim_s": []}
     with sync_playwright() as pw:
         for r in range(args.repeats):
-            for name, script in (("bare", bare), ("app", ROOT / "app" / "main.py")):
+            pair = [("bare", bare), ("app", ROOT / "app" / "main.py")]
+            for name, script in (pair if r % 2 == 0 else pair[::-1]):  # alternate which of the two starts first
                 log = tmp / f"{name}-{r}.log"
                 secs, (proc, browser, page), url = time_to_first_paint(pw, script, env, log)
                 results[f"{name}_first_paint_s"].append(round(secs, 3))  # type: ignore[union-attr]
