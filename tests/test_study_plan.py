@@ -114,3 +114,15 @@ def test_the_conclusion_states_how_big_a_strong_advantage_is_and_whether_autoatt
     assert "both models lose at least 95% of the digits" in text and "eps 0.05 +1.5 [-4.0, +7.0]" in text
     assert "AutoAttack does NOT agree with the strong worst case within 2 points (largest gap 3.0, 100 digits)" in text
     assert "h" not in text.split("keeps an advantage")[0].split("Strong protocol")[1]  # h is level, not ahead
+
+
+def test_the_recorded_command_reproduces_the_study_without_the_scheduling_options():
+    from gccs_core.study.main import reproduce_command
+
+    assert reproduce_command(["run", "--workers", "2", "--kinds", "train,strong", "--arms", "ce-at-ce"]) == \
+        "python -m gccs_core.study run"
+    assert reproduce_command(["report"]) == "python -m gccs_core.study run"
+    assert reproduce_command(["run", "--quick", "--workers=2", "--threads", "2", "--max-jobs", "5", "--seeds", "0,1",
+                              "--out", "my dir"]) == "python -m gccs_core.study run --quick --seeds 0,1 --out 'my dir'"
+    assert reproduce_command(["run", "--ray", "auto", "--readings", "gccs"]) == \
+        "python -m gccs_core.study run --readings gccs"

@@ -153,10 +153,34 @@ def _folders(args: argparse.Namespace) -> tuple[Path, Path, Path]:
     return out, work, pre
 
 
+SCHEDULING_OPTIONS = ("--kinds", "--arms", "--workers", "--max-jobs", "--ray", "--threads")
+"""Options that decide which jobs run now and where, not what the study is: left out of the recorded command."""
+
+
+def reproduce_command(argv: Sequence[str]) -> str:
+    """The command that reproduces (and resumes) the results these arguments write: ``run`` with the options that
+    define the study, without the scheduling ones (a run of a few kinds on 1 worker writes the whole study's
+    report, and the page should say how to get all of it, not how that runner was started)."""
+    args = list(argv)
+    if args and args[0] in ("run", "report", "plan"):
+        args = args[1:]
+    kept: list[str] = []
+    i = 0
+    while i < len(args):
+        a = args[i]
+        name = a.split("=", 1)[0]
+        if name in SCHEDULING_OPTIONS:
+            i += 1 if "=" in a else 2
+            continue
+        kept.append(a)
+        i += 1
+    return "python -m gccs_core.study run" + "".join(" " + shlex.quote(a) for a in kept)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
-    command = "python -m gccs_core.study " + " ".join(shlex.quote(a) for a in argv)
+    command = reproduce_command(argv)
     try:
         cfg = _config(args)
         out, work, pre = _folders(args)
