@@ -67,32 +67,48 @@ def test_no_gradient_is_computed_or_kept_without_autograd():
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("fused", [False, True])
 @pytest.mark.parametrize("sizes", [[1, 2, 5, 13, 25, 40, 0, 0, 0, 0], [12] * 10, [30, 1, 1, 1, 0, 0, 0, 0, 0, 60]])
-def test_the_cpu_numpy_route_is_the_torch_route(dtype, fused, sizes):
-    """On the CPU the d x d route runs in numpy (fewer per-call overheads); the torch route stays for accelerators.
-    Both give the same kl, pull and gradients: one-sample and absent classes, rank-deficient classes (13 < 16)."""
-    from gccs_core.losses import _kl_small, _kl_small_numpy
+def test_the_cpu_numpy_backend_is_the_torch_backend(dtype, fused, sizes):
+    """On the CPU the d x d route runs its formulas on numpy arrays (fewer per-call overheads); torch tensors stay
+    for accelerators. Both give the same kl, pull and gradients: one-sample and absent classes, rank-deficient
+    classes (13 < 16)."""
+    from gccs_core.losses import _kl_small
 
     z, y = _classes(sizes, 16, 0.3, seed=len(sizes) + sum(sizes))
     z, mu = z.to(dtype), simplex_vertices(10, 16).to(dtype)
     args = (z, y, mu, 1.0, 0.1, 1e-4, 0.7, True, fused)
-    ref, got = _kl_small(*args), _kl_small_numpy(*args)
+    ref, got = _kl_small(*args, backend="torch"), _kl_small(*args)
     tol = {"rtol": 1e-5, "atol": 1e-6} if dtype == torch.float32 else {"rtol": 1e-10, "atol": 1e-12}
     for a, b in zip(ref, got):
         assert (a is None) == (b is None)
         if a is not None:
             assert b.dtype == dtype and b.shape == a.shape
             torch.testing.assert_close(b, a, **tol)
-    no_grad = _kl_small_numpy(z, y, mu, 1.0, 0.1, 1e-4, 0.7, False, fused)
-    assert no_grad[2] is None and no_grad[3] is None
+    for backend in ("numpy", "torch"):
+        no_grad = _kl_small(z, y, mu, 1.0, 0.1, 1e-4, 0.7, False, fused, backend=backend)
+        assert no_grad[2] is None and no_grad[3] is None
+        torch.testing.assert_close(no_grad[0], ref[0], **tol)
 
 
-def test_a_failed_factor_is_nan_on_both_routes():
-    from gccs_core.losses import _kl_small, _kl_small_numpy
+def test_a_failed_factor_is_nan_on_both_backends():
+    from gccs_core.losses import _kl_small
 
     z, y = _classes([20] * 10, 16, 1.0, seed=3)
     z = z.float()
     z[0, 0] = float("inf")
     mu = simplex_vertices(10, 16)
-    for route in (_kl_small, _kl_small_numpy):
-        kl, _, grad, _ = route(z, y, mu, 1.0, 0.1, 1e-4, 1.0, True, True)
-        assert not torch.isfinite(kl) and not torch.isfinite(grad).all(), route.__name__
+    for backend in ("numpy", "torch"):
+        kl, _, grad, _ = _kl_small(z, y, mu, 1.0, 0.1, 1e-4, 1.0, True, True, backend=backend)
+        assert not torch.isfinite(kl) and not torch.isfinite(grad).all(), backend
+
+
+def test_both_backends_agree_on_a_batch_too_big_for_outer_products():
+    """N d^2 above 4M floats: the scatter matrices come from one (N, K d) product instead of N outer products."""
+    from gccs_core.losses import _kl_small
+
+    z, y = _classes([1700] * 10, 16, 0.5, seed=11)  # 17,000 x 16 x 16 = 4.4M
+    z, mu = z.float(), simplex_vertices(10, 16)
+    args = (z, y, mu, 1.0, 0.1, 1e-4, 1.0, True, False)
+    for a, b in zip(_kl_small(*args, backend="torch"), _kl_small(*args)):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-6)
+    small = _kl_small(z[::7].contiguous(), y[::7].contiguous(), mu, 1.0, 0.1, 1e-4, 1.0, False, False)
+    assert torch.isfinite(small[0])
