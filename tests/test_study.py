@@ -202,3 +202,32 @@ def test_a_run_of_some_seeds_leaves_the_whole_study_reported(tmp_path):
     assert _report_config(args, full.with_overrides(readings=("gccs",), seeds=(1,))) == full
     outside = full.with_overrides(seeds=(7,))
     assert _report_config(build_parser().parse_args(["run", "--seeds", "7"]), outside) == outside
+
+
+def test_a_killed_strong_job_resumes_from_the_radii_it_had_saved(tmp_path):
+    """A strong job saves each finished radius to work/partial/<key>.json: a rerun takes the saved radii as they
+    are and computes the rest; a progress file of another model is ignored; the file goes once the job is done."""
+    from gccs_core.study.jobs import _partial_path, execute
+    from gccs_core.study.runner import plan_jobs
+
+    cfg = tiny().with_overrides(eps=(0.05, 0.1))
+    work = tmp_path / "work"
+    run_study(cfg, tmp_path, work, tmp_path / "pre", kinds=["train"], log=lambda s: None)
+    done = Store(work).finished()
+    job = next(j for j in plan_jobs(cfg) if j.kind == "strong" and all(d in done for d in j.deps))
+    deps = {d: done[d]["result"] for d in job.deps}
+    whole = execute(job.to_dict(), deps, str(work))
+    assert not _partial_path(work, job.key).exists()  # removed once the job returned its result
+
+    sha = deps[job.params["model"]]["sha256"]
+    marked = {**whole["eps"]["0.05"], "marker": True}  # a saved radius is taken as it is, not recomputed
+    path = _partial_path(work, job.key)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"format": 1, "key": job.key, "model_sha256": sha, "eps": {"0.05": marked}}))
+    resumed = execute(job.to_dict(), deps, str(work))
+    assert resumed["eps"]["0.05"] == marked and resumed["eps"]["0.1"] == whole["eps"]["0.1"]
+    assert not path.exists()
+
+    path.write_text(json.dumps({"format": 1, "key": job.key, "model_sha256": "another model", "eps": {"0.05": marked}}))
+    again = execute(job.to_dict(), deps, str(work))
+    assert again["eps"] == whole["eps"]

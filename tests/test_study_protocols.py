@@ -48,3 +48,20 @@ def test_weak_cascade_agrees_with_each_deterministic_attack_run_alone(model_and_
         assert sum(breaks.values()) == int((~robust[clean]).sum())
     # the weak protocol is weaker at the small eps than at the large one
     assert sum(out["eps"]["0.1"]["robust"]) >= sum(out["eps"]["0.3"]["robust"])
+
+
+def test_the_strong_protocol_resumed_between_radii_gives_the_uninterrupted_result(model_and_data):
+    """A long strong job saves each finished radius; a killed run starts again from the saved radii. The radii it
+    computes then must equal those of one uninterrupted run (each radius draws its own random starts)."""
+    model, x, y = model_and_data
+    kw = dict(steps=4, restarts=2, square_queries=10, seed=0)
+    eps_list = [0.05, 0.1, 0.2]
+    saved: dict = {}
+    whole = P.strong_protocol(model, x, y, eps_list, **kw, on_eps=lambda k, rec: saved.__setitem__(k, rec))
+    assert list(saved) == ["0.05", "0.1", "0.2"] and saved == whole["eps"]
+    # killed after the first radius: the resumed run computes only the other two, and they are the same
+    seen: list = []
+    resumed = P.strong_protocol(model, x, y, eps_list, **kw, done={"0.05": saved["0.05"]},
+                                on_eps=lambda k, rec: seen.append(k))
+    assert seen == ["0.1", "0.2"]
+    assert resumed == whole

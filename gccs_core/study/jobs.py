@@ -8,6 +8,7 @@ job's result file, so a job killed in flight leaves nothing that looks finished.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import time
@@ -19,6 +20,7 @@ import torch
 
 from gccs_core.checkpoint import load_model
 from gccs_core.data import load_dataset
+from gccs_core.files import atomic_write_text
 from gccs_core.train import TRAINING_FILE, TrainConfig, accuracy, train
 
 from . import autoattack as aa
@@ -101,12 +103,50 @@ def execute(job: dict[str, Any], deps: dict[str, dict[str, Any]], work: str, thr
     elif kind == "train":
         out = _train(params, deps, work_p, job["key"], job["deps"])
     else:
-        out = _evaluate(kind, params, deps, work_p)
+        out = _evaluate(kind, params, deps, work_p, job.get("key"))
     out["time_s"] = time.perf_counter() - t0
     return out
 
 
-def _evaluate(kind: str, params: dict[str, Any], deps: dict[str, dict[str, Any]], work: Path) -> dict[str, Any]:
+PARTIAL_FORMAT = 1
+"""Version of the per-radius progress files of long evaluation jobs (``work/partial/<job key>.json``)."""
+
+
+def _partial_path(work: Path, key: str) -> Path:
+    return work / "partial" / f"{key}.json"
+
+
+def _load_partial(work: Path, key: str | None, model_sha256: str) -> dict[str, Any]:
+    """The radii a killed run of this job had finished, if its progress file is this job's, for this model."""
+    if key is None:
+        return {}
+    path = _partial_path(work, key)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    if data.get("format") != PARTIAL_FORMAT or data.get("key") != key or data.get("model_sha256") != model_sha256:
+        return {}
+    return dict(data.get("eps", {}))
+
+
+def _saver(work: Path, key: str | None, model_sha256: str, done: dict[str, Any]) -> Any:
+    """``on_eps`` callback: add the finished radius to the job's progress file (atomically)."""
+    if key is None:
+        return None
+
+    def save(eps_key: str, record: dict[str, Any]) -> None:
+        done[eps_key] = record
+        path = _partial_path(work, key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, json.dumps({"format": PARTIAL_FORMAT, "key": key, "model_sha256": model_sha256,
+                                            "eps": done}))
+
+    return save
+
+
+def _evaluate(kind: str, params: dict[str, Any], deps: dict[str, dict[str, Any]], work: Path,
+              key: str | None = None) -> dict[str, Any]:
     trained = deps[params["model"]]
     model = _model(work, trained)
     test = load_dataset(trained["config"]["dataset"], "test")
@@ -118,8 +158,12 @@ def _evaluate(kind: str, params: dict[str, Any], deps: dict[str, dict[str, Any]]
                                       params["square_queries"], seed)
     elif kind == "strong":
         twin = _model(work, deps[params["twin"]]) if params.get("twin") else None
+        done = _load_partial(work, key, trained["sha256"])  # radii a killed run of this job had finished
         res = protocols.strong_protocol(model, x, y, params["eps"], params["steps"], params["restarts"],
-                                        params["square_queries"], twin, seed)
+                                        params["square_queries"], twin, seed, done=dict(done),
+                                        on_eps=_saver(work, key, trained["sha256"], done))
+        if key is not None:  # the whole result is returned to the store now; its progress file is done with
+            _partial_path(work, key).unlink(missing_ok=True)
     elif kind == "autoattack":
         res = aa.autoattack(model, x, y, params["eps"], seed)
     elif kind == "minnorm":

@@ -187,8 +187,15 @@ def _restarted(model: nn.Module, xs: torch.Tensor, ys: torch.Tensor, alive: torc
 
 def strong_protocol(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps_list: list[float], steps: int = 100,
                     restarts: int = 5, square_queries: int = 1000, twin: nn.Module | None = None, seed: int = 0,
-                    progress: Progress = _noop) -> dict[str, Any]:
-    """The adaptive protocol (see the module docstring), as a cascade on survivors, per eps."""
+                    progress: Progress = _noop, done: dict[str, Any] | None = None,
+                    on_eps: Callable[[str, dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """The adaptive protocol (see the module docstring), as a cascade on survivors, per eps.
+
+    Every radius is computed on its own (its attacks draw their random starts from ``seed`` and the batch
+    position, not from what an earlier radius consumed), so a long run can stop between radii: ``done`` holds
+    the records (``out["eps"][...]``) of radii already finished, which are taken as they are, and ``on_eps`` is
+    called with each newly finished radius's key and record (the study saves it, so a killed job resumes there).
+    """
     correct = predict(model, x) == y
     idx = torch.nonzero(correct).squeeze(1)
     xc, yc = x[idx], y[idx]
@@ -230,6 +237,10 @@ def strong_protocol(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps_list
     attacks = [label for label, _ in plan]
     out: dict[str, Any] = {"clean": correct.tolist(), "attacks": attacks, "eps": {}}
     for eps in eps_list:
+        key = f"{eps:g}"
+        if done and key in done:
+            out["eps"][key] = done[key]
+            continue
         first = torch.full((len(idx),), -1, dtype=torch.long)
         for ai, (label, fn) in enumerate(plan):
             alive = first < 0
@@ -237,7 +248,9 @@ def strong_protocol(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps_list
                 break
             progress(f"eps {eps:g} {label} on {int(alive.sum())}")
             first[(first < 0) & fn(alive, eps)] = ai
-        out["eps"][f"{eps:g}"] = _eps_record(correct, idx, first, attacks)
+        out["eps"][key] = _eps_record(correct, idx, first, attacks)
+        if on_eps is not None:
+            on_eps(key, out["eps"][key])
     return out
 
 
