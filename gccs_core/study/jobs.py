@@ -8,7 +8,6 @@ job's result file, so a job killed in flight leaves nothing that looks finished.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
 import time
@@ -20,13 +19,12 @@ import torch
 
 from gccs_core.checkpoint import load_model
 from gccs_core.data import load_dataset
-from gccs_core.files import atomic_write_text
 from gccs_core.train import TRAINING_FILE, TrainConfig, accuracy, train
 
 from . import autoattack as aa
 from . import protocols
 from .plan import DEFAULT_LAM
-from .store import sha256_file
+from .store import StudyError, read_json, sha256_file, write_json
 
 MODEL_FILE = "model.safetensors"
 
@@ -121,11 +119,14 @@ def _load_partial(work: Path, key: str | None, model_sha256: str) -> dict[str, A
     if key is None:
         return {}
     path = _partial_path(work, key)
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
+    if not path.exists():
         return {}
-    if data.get("format") != PARTIAL_FORMAT or data.get("key") != key or data.get("model_sha256") != model_sha256:
+    try:
+        data = read_json(path)
+    except StudyError:  # a damaged progress file only costs recomputing its radii
+        return {}
+    if not isinstance(data, dict) or (data.get("format"), data.get("key"), data.get("model_sha256")) != (
+            PARTIAL_FORMAT, key, model_sha256):
         return {}
     return dict(data.get("eps", {}))
 
@@ -139,8 +140,7 @@ def _saver(work: Path, key: str | None, model_sha256: str, done: dict[str, Any])
         done[eps_key] = record
         path = _partial_path(work, key)
         path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(path, json.dumps({"format": PARTIAL_FORMAT, "key": key, "model_sha256": model_sha256,
-                                            "eps": done}))
+        write_json(path, {"format": PARTIAL_FORMAT, "key": key, "model_sha256": model_sha256, "eps": done})
 
     return save
 
