@@ -6,7 +6,6 @@ The files are built only when a button is clicked (deferred ``data``) and a clic
 
 from __future__ import annotations
 
-import io
 from collections.abc import Callable, Mapping
 
 import numpy as np
@@ -45,15 +44,4 @@ def file_button(key: str, label: str, data: Callable[[], bytes | str], file_name
                        icon=":material/download:", help=help)
 
 
-def png_bytes(image: np.ndarray) -> bytes:
-    """An (H, W) or (H, W, C) image, uint8 or float in [0, 1], as PNG bytes."""
-    from PIL import Image
-
-    arr = np.asarray(image)
-    if arr.dtype != np.uint8:
-        arr = (np.clip(arr.astype(np.float32), 0.0, 1.0) * 255 + 0.5).astype(np.uint8)
-    if arr.ndim == 3 and arr.shape[-1] == 1:
-        arr = arr[..., 0]
-    buf = io.BytesIO()
-    Image.fromarray(arr).save(buf, format="PNG")
-    return buf.getvalue()
+png_bytes = figures.png_bytes  # the one PNG encoder (figures needs it too, and exports imports figures)

@@ -273,6 +273,22 @@ BACKGROUND_DOT = 5.0
 """Diameter of a background point on screen (pixels of a panel about 540 px wide), a little above the former marker size 4."""
 
 
+def png_bytes(image: np.ndarray) -> bytes:
+    """An (H, W) or (H, W, C) image, uint8 or float in [0, 1], as PNG bytes."""
+    import io
+
+    from PIL import Image
+
+    arr = np.asarray(image)
+    if arr.dtype != np.uint8:
+        arr = (np.clip(arr.astype(np.float32), 0.0, 1.0) * 255 + 0.5).astype(np.uint8)
+    if arr.ndim == 3 and arr.shape[-1] == 1:
+        arr = arr[..., 0]
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG")
+    return buf.getvalue()
+
+
 def _dot(diameter: float) -> np.ndarray:
     """Coverage in [0, 1] of an anti-aliased disc of ``diameter`` pixels, on its own small square grid."""
     n = int(np.ceil(diameter)) + 2
@@ -312,9 +328,6 @@ def background_image(points: np.ndarray, classes: np.ndarray, xr: Sequence[float
 def _points_png(pts: np.ndarray, classes: np.ndarray, xr: Sequence[float], yr: Sequence[float],
                 opacity: float) -> str:
     import base64
-    import io
-
-    from PIL import Image
 
     w, h = BACKGROUND_PX
     dot = _dot(BACKGROUND_DOT * w / 540) * opacity
@@ -335,9 +348,7 @@ def _points_png(pts: np.ndarray, classes: np.ndarray, xr: Sequence[float], yr: S
     alpha = rgba[..., 3:4]
     colour = np.divide(rgba[..., :3], alpha, out=np.zeros_like(rgba[..., :3]), where=alpha > 0)
     out = (np.concatenate([colour, alpha], axis=2) * 255 + 0.5).astype(np.uint8)
-    buf = io.BytesIO()
-    Image.fromarray(out, "RGBA").save(buf, format="PNG", compress_level=6)
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+    return "data:image/png;base64," + base64.b64encode(png_bytes(out)).decode("ascii")
 
 
 TRAIL_STEPS = 4
