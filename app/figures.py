@@ -10,6 +10,7 @@ shapes named ``Gaussian <class>``.
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from contextvars import ContextVar
@@ -59,6 +60,9 @@ INKS = {
                 "rgba(210,210,210,0.25)", "rgba(165,165,165,0.55)", "plotly_dark"),
 }
 _THEME: ContextVar[str] = ContextVar("gccs_figure_theme", default="light")
+
+PAGE_TEXT = {"light": "#31333F", "dark": "#FAFAFA"}
+"""Streamlit's body text colour in each theme: the text of figures that style themselves (see PageFigure)."""
 
 
 def use_theme(kind: str | None) -> str:
@@ -441,7 +445,7 @@ def animation_figure(panels: Sequence[Panel], class_names: Sequence[str], frame_
             "fromcurrent": True, "mode": "immediate"}
     still = {"frame": {"duration": 0, "redraw": False}, "mode": "immediate", "transition": {"duration": 0}}
     layout.update(
-        height=height, margin={"l": 10, "r": 10, "t": 60, "b": 10}, uirevision="animation", shapes=shapes, images=images,
+        height=height, margin={"l": 45, "r": 10, "t": 60, "b": 10}, uirevision="animation", shapes=shapes, images=images,
         updatemenus=[{"type": "buttons", "direction": "left", "x": 0.0, "y": -0.04, "xanchor": "left", "yanchor": "top",
                       "showactive": False, "pad": {"r": 10, "t": 10},
                       "buttons": [{"label": "▶ Play", "method": "animate", "args": [None, play]},
@@ -450,7 +454,11 @@ def animation_figure(panels: Sequence[Panel], class_names: Sequence[str], frame_
                   "currentvalue": {"prefix": ""},
                   "steps": [{"label": lab, "method": "animate", "args": [[str(t)], still]}
                             for t, lab in enumerate(frame_labels)]}])
-    return _unvalidated_figure({"data": data, "layout": layout, "frames": frames})
+    layout.pop("template", None)
+    layout["datarevision"] = _revision(panels, frame_labels, colour_by, trails)
+    page_style(layout, [k for k in layout if k.startswith(("xaxis", "yaxis"))])
+    layout["sliders"][0]["font"] = layout["updatemenus"][0]["font"] = {"color": PAGE_TEXT[_THEME.get()]}
+    return _unvalidated_figure({"data": [plain_arrays(d) for d in data], "layout": layout, "frames": frames}, page=True)
 
 
 @functools.lru_cache(maxsize=8)
@@ -481,20 +489,71 @@ def _moving_hover(p: Panel, t: int) -> dict[str, Any]:
                              "%{customdata[2]:.2f}<br>input perturbation %{customdata[3]:.3f}<extra></extra>"}
 
 
-def _unvalidated_figure(spec: dict[str, Any]) -> go.Figure:
+def _revision(panels: Sequence[Panel], *extra: Any) -> str:
+    """A token of what the animation's traces hold: tells ``Plotly.react`` that same-token arrays are unchanged."""
+    digest = hashlib.blake2b(repr(extra).encode(), digest_size=8)
+    for p in panels:
+        for part in (p.frames, p.pred, p.y, p.protos):
+            digest.update(np.ascontiguousarray(part).tobytes())
+        digest.update(p.title.encode())
+    return digest.hexdigest()
+
+
+class PageFigure(go.Figure):
+    """A figure styled by its own layout for the app's theme, with no plotly template: draw it with ``theme=None``.
+
+    Streamlit draws a chart twice: ``Plotly.newPlot``, then ``Plotly.react`` with a JSON copy of the figure.
+    plotly.js compares the template (and an object ``meta``) by identity, so a templated copy replots everything
+    (~0.2 s for the attack animation); so do typed (base64) arrays in ``data``, and plain arrays of a new identity
+    unless ``layout.datarevision`` is unchanged. Without those, the second pass is a diff (~0.03 s).
+    ``to_dict`` (what ``st.plotly_chart`` serialises) leaves plotly's default template out.
+    """
+
+    def to_dict(self) -> dict[str, Any]:
+        spec = super().to_dict()
+        spec["layout"].pop("template", None)
+        return spec
+
+
+def page_style(layout: dict[str, Any], axes: Sequence[str] = ("xaxis", "yaxis")) -> dict[str, Any]:
+    """``layout`` with the colours Streamlit's template would give it in the current theme (transparent backgrounds,
+    the page's text colour and font, faint grid lines), set explicitly for a ``PageFigure``."""
+    text, grid = PAGE_TEXT[_THEME.get()], ("rgba(49,51,63,0.12)" if _THEME.get() == "light" else "rgba(250,250,250,0.14)")
+    font = {"family": '"Source Sans Pro", "Source Sans 3", sans-serif', "color": text, "size": 12}
+    layout.update(paper_bgcolor="rgba(0,0,0,0)", plot_bgcolor="rgba(0,0,0,0)", font=font,
+                  hoverlabel={"bgcolor": ink().halo, "font": {"color": text}},
+                  modebar={"bgcolor": "rgba(0,0,0,0)", "color": ink().muted, "activecolor": text})
+    for name in axes:  # no automargin: it redraws the whole figure once more; the caller leaves room for ticks
+        layout[name] = {"gridcolor": grid, "zerolinecolor": grid, "linecolor": grid, **layout.get(name, {})}
+    for note in layout.get("annotations", []):
+        note.setdefault("font", {}).setdefault("color", text)
+    return layout
+
+
+def plain_arrays(obj: Any) -> Any:
+    """``obj`` with numpy arrays as lists (NaN as None): what a ``PageFigure`` holds in ``data`` (see there)."""
+    if isinstance(obj, np.ndarray):
+        return [None if v != v else v for v in obj.tolist()] if obj.dtype.kind == "f" else obj.tolist()
+    if isinstance(obj, dict):
+        return {k: plain_arrays(v) for k, v in obj.items()}
+    return obj
+
+
+def _unvalidated_figure(spec: dict[str, Any], page: bool = False) -> go.Figure:
     """``go.Figure`` from a dict this module built, without plotly's per-property validation (~30x faster).
 
     plotly has a (private) ``_validate`` switch for data and layout but none for frames, so the frames
     are attached directly; a plotly without these internals gets the validated (slower) figure.
     """
-    spec["layout"]["meta"] = {"gccs_theme": _THEME.get()}  # the theme its colours were chosen for (see figure_html)
+    spec["layout"]["meta"] = _THEME.get()  # the theme its colours were chosen for (figure_html); a string, see PageFigure
+    cls = PageFigure if page else go.Figure
     try:
-        fig = go.Figure({"data": spec["data"], "layout": spec["layout"]}, _validate=False)
+        fig = cls({"data": spec["data"], "layout": spec["layout"]}, _validate=False)
         if spec.get("frames"):
             fig._frame_objs = tuple(go.Frame(f, _validate=False) for f in spec["frames"])
         return fig
     except (TypeError, AttributeError, ValueError):
-        return go.Figure(spec)
+        return cls(spec)
 
 
 SERIES_DASHES = ("solid", "dash", "dot", "dashdot", "longdash", "longdashdot")
@@ -568,13 +627,22 @@ def perturbation_image(delta: np.ndarray, eps: float, size: int = 112) -> np.nda
     return upscale(np.clip(0.5 + np.asarray(delta) / (2.0 * scale), 0.0, 1.0), size)
 
 
+def figure_theme(spec: Mapping[str, Any]) -> str:
+    """The app theme a figure's colours were chosen for (``light`` unless it says ``dark``)."""
+    meta = spec.get("layout", {}).get("meta")
+    return meta if meta in INKS else "light"
+
+
 def figure_html(fig: go.Figure, title: str) -> str:
     """A figure (animation included) as one self-contained HTML page: plotly.js embedded, works offline."""
     import plotly.io as pio
 
     spec = fig.to_dict()  # the page's figure keeps Streamlit's theme-following template; the file gets plotly's own
-    theme = (spec["layout"].get("meta") or {}).get("gccs_theme", "light")
-    spec["layout"]["template"] = pio.templates[INKS[theme if theme in INKS else "light"].template].to_plotly_json()
+    theme = figure_theme(spec)
+    spec["layout"]["template"] = pio.templates[INKS[theme].template].to_plotly_json()
+    for name in ("paper_bgcolor", "plot_bgcolor"):  # a PageFigure's see-through backgrounds: the file gets the template's
+        if spec["layout"].get(name) == "rgba(0,0,0,0)":
+            del spec["layout"][name]
     return pio.to_html(spec, validate=False, include_plotlyjs=True, include_mathjax=False, full_html=True,
                        auto_play=False, config={"displaylogo": False}, default_width="100%",
                        div_id="gccs-figure").replace(

@@ -13,6 +13,8 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from app import figures
+
 WEAK_COLOUR, STRONG_COLOUR = "#56b4e9", "#d55e00"  # Okabe-Ito: colour-vision-safe, visible on light and dark
 ZERO_COLOUR, NONZERO_COLOUR = "#e69f00", "#999999"
 FONT = 18
@@ -81,9 +83,9 @@ def at_last_frame(fig: go.Figure) -> go.Figure:
     """An animation shown at its last frame (slider included): a still screen then tells the end of the story."""
     if not fig.frames:
         return fig
-    last = fig.to_dict()["frames"][-1]  # plain dicts (the app's animations are built without plotly's validation)
+    last = fig.frames[-1].to_plotly_json()  # numpy arrays; the figure's data gets them as lists (see PageFigure)
     for i, trace in zip(last["traces"], last["data"]):
-        fig.data[i].update({k: v for k, v in trace.items() if k != "type"})
+        fig.data[i].update(figures.plain_arrays({k: v for k, v in trace.items() if k != "type"}))
     if fig.layout.sliders:
         fig.layout.sliders[0].active = len(fig.frames) - 1
     return fig

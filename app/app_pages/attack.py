@@ -63,7 +63,7 @@ if out is None:
     st.info("Choose the settings and press **Run attack**; the samples then move through latent space, for both models.")
     fig = attacking.preview(entries, pool_view, method)
     if fig is not None:
-        st.plotly_chart(fig, key="attack_anim", width="stretch", config={"displaylogo": False})
+        st.plotly_chart(fig, key="attack_anim", width="stretch", theme=None, config={"displaylogo": False})
     st.stop()
 if out["method"] != method or out["keys"] != [e.key for e in entries]:
     st.caption("Settings in the sidebar changed since this run; press Run attack to refresh.")
@@ -71,7 +71,7 @@ if out["method"] != method or out["keys"] != [e.key for e in entries]:
 st.caption(out["summary"] + f" Computed in {out['seconds']:.2f} s.")
 if out.get("transfer_note"):
     st.info(out["transfer_note"], icon=":material/swap_horiz:")
-st.plotly_chart(out["figure"], key="attack_anim", width="stretch", config={"displaylogo": False})
+st.plotly_chart(out["figure"], key="attack_anim", width="stretch", theme=None, config={"displaylogo": False})
 exports.download_row("dl_attack", out["figure"], lambda: panels_table(out["panels"], out["idx"]),
                      f"attack-{out['attack']}-eps{out['eps']:g}-{out['method']}")
 if out["method"] == "umap":

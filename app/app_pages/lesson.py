@@ -110,7 +110,7 @@ def preset_attack(objective: str, label: str, key: str) -> None:
 def show_animation(which: tuple[str, ...], key: str) -> None:
     fig = figures.animation_figure(lesson_data.panels(entry, les, which), les_names, [f"step {t}" for t in
                                    range(les.steps + 1)], "pred", height)
-    st.plotly_chart(lesson_figures.at_last_frame(fig), key=key, width="stretch", config={"displaylogo": False})
+    st.plotly_chart(lesson_figures.at_last_frame(fig), key=key, width="stretch", theme=None, config={"displaylogo": False})
 
 
 les_names = [str(k) for k in range(n_classes)]
@@ -125,7 +125,7 @@ if step == 1:
         "cross-entropy attacks seems to agree. The next steps check that claim.")
     fig = figures.animation_figure(lesson_data.panels(entry, les, ("weak",), clean=True), les_names, ["clean"], "pred",
                                    height)
-    st.plotly_chart(fig, key="lesson_clean", width="stretch", config={"displaylogo": False})
+    st.plotly_chart(fig, key="lesson_clean", width="stretch", theme=None, config={"displaylogo": False})
     m1, m2, m3 = st.columns(3)
     m1.metric("clean accuracy on these samples", pct(int((les.clean_pred == les.y).sum())))
     m2.metric("median latent distance to the boundary", f"{np.median(dist):.2f}")

@@ -105,7 +105,7 @@ else:
         st.subheader("The latent space over the epochs")
         st.caption("Probe samples coloured by their true class; the stars are the " + result["panel"]["kind"] +
                    " of the final model (simplex view). Press Play.")
-        st.plotly_chart((result["figure"]), key="train_anim", width="stretch")
+        st.plotly_chart(result["figure"], key="train_anim", width="stretch", theme=None)
 
 # -- overlay of several runs ------------------------------------------------------------------------------
 st.subheader("Compare runs")

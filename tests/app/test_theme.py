@@ -87,7 +87,7 @@ def test_dark_theme_switches_ink_and_export_template():
     light = figures.latent_figure(view, "simplex", "t")
     star = lambda fig: next(d for d in fig.to_dict()["data"] if d["name"] == "simplex vertices")  # noqa: E731
     assert star(dark)["marker"]["line"]["color"] == figures.INKS["dark"].text != star(light)["marker"]["line"]["color"]
-    assert dark.layout.meta["gccs_theme"] == "dark" and light.layout.meta["gccs_theme"] == "light"
+    assert figures.figure_theme(dark.to_dict()) == "dark" and figures.figure_theme(light.to_dict()) == "light"
     # the exported file carries plotly's dark template (its dark paper colour), the light one the white template
     import plotly.io as pio
 
@@ -101,7 +101,7 @@ def test_pages_draw_with_the_theme_ink_and_caption_their_charts(pretrained):
     assert not at.exception and not errors(at), errors(at)
     fig = spec_by_trace(at, "simplex vertices")
     assert trace(fig, "simplex vertices")["marker"]["line"]["color"] == figures.INKS["light"].text
-    assert fig["layout"]["meta"]["gccs_theme"] == "light"  # AppTest has no browser theme: light
+    assert figures.figure_theme(fig) == "light"  # AppTest has no browser theme: light
     assert at.caption  # the latent page says what its charts show
 
 

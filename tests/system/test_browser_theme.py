@@ -76,6 +76,32 @@ def test_dark_scheme_draws_figures_with_the_dark_ink(browser, server):
     page.close()
 
 
+def test_dark_scheme_attack_animation_styles_itself_for_the_dark_page(browser, server):
+    """The animation is drawn with theme=None (figures.PageFigure): its own layout, not Streamlit's template, must
+    give it light text on the dark page, panel titles included, with tick labels inside the chart."""
+    page = new_page(browser, "dark")
+    open_page(page, f"{server}/attack?n_samples=10&steps=4&eps=0.2&attack=pgd&samples=random")
+    page.reload()  # the first run may not know the browser's theme yet
+    wait_script_idle(page)
+    page.locator(".st-key-run_attack button").click()
+    page.wait_for_selector("text=Computed in", timeout=120_000)
+    wait_script_idle(page)
+    chart = page.locator(".st-key-attack_anim .js-plotly-plot")
+    chart.locator(".scatterlayer .trace .point").first.wait_for(timeout=60_000)
+    app_bg = page.evaluate("getComputedStyle(document.querySelector('[data-testid=stApp]')).backgroundColor")
+    font = chart.evaluate("el => el._fullLayout.font.color")
+    assert chart.evaluate("el => el._fullLayout.paper_bgcolor").replace(" ", "") == "rgba(0,0,0,0)"  # the dark page shows through
+    assert luminance(font) > luminance(app_bg) + 0.4, (font, app_bg)
+    titles = chart.evaluate("el => el._fullLayout.annotations.map(a => a.font.color)")
+    assert titles and all(luminance(c) > 0.6 for c in titles), titles
+    ticks = chart.evaluate("el => Array.from(el.querySelectorAll('.ytick text')).map(t => t.getBoundingClientRect().left"
+                           " - el.getBoundingClientRect().left)")
+    assert ticks and min(ticks) >= 0, ticks  # no tick label cut at the chart's left edge
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    chart.screenshot(path=str(SHOTS / "attack-dark.png"))
+    page.close()
+
+
 def test_stop_ends_a_run_after_the_current_epoch(browser, server):
     page = new_page(browser, "light")
     open_page(page, f"{server}/train")
