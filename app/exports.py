@@ -19,14 +19,14 @@ from gccs_core.views import table_csv, table_npz
 @st.fragment
 def download_row(key: str, figure: go.Figure, table: Callable[[], Mapping[str, np.ndarray]], stem: str) -> None:
     """'Download HTML', 'CSV' and 'NPZ' buttons for one figure; ``table`` builds its columns when asked."""
-    c_html, c_csv, c_npz, _ = st.columns([1, 1, 1, 3])
-    c_html.download_button("Download HTML", lambda: figures.figure_html(figure, stem), file_name=f"{stem}.html",
-                           mime="text/html", key=f"{key}_html", on_click="ignore", icon=":material/download:",
-                           help="The interactive figure as one HTML file that works offline (plotly.js inside).")
-    c_csv.download_button("CSV", lambda: table_csv(table()), file_name=f"{stem}.csv", mime="text/csv",
-                          key=f"{key}_csv", on_click="ignore", help="The plotted coordinates, one row per point.")
-    c_npz.download_button("NPZ", lambda: table_npz(table()), file_name=f"{stem}.npz", mime="application/octet-stream",
-                          key=f"{key}_npz", on_click="ignore", help="The same columns as numpy arrays (np.load).")
+    row = st.container(horizontal=True)  # each button as wide as its label: "Download HTML" is never cut to "D…"
+    row.download_button("Download HTML", lambda: figures.figure_html(figure, stem), file_name=f"{stem}.html",
+                        mime="text/html", key=f"{key}_html", on_click="ignore", icon=":material/download:",
+                        help="The interactive figure as one HTML file that works offline (plotly.js inside).")
+    row.download_button("CSV", lambda: table_csv(table()), file_name=f"{stem}.csv", mime="text/csv",
+                        key=f"{key}_csv", on_click="ignore", help="The plotted coordinates, one row per point.")
+    row.download_button("NPZ", lambda: table_npz(table()), file_name=f"{stem}.npz", mime="application/octet-stream",
+                        key=f"{key}_npz", on_click="ignore", help="The same columns as numpy arrays (np.load).")
 
 
 @st.fragment

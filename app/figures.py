@@ -213,7 +213,8 @@ def latent_figure(view: Mapping[str, Any], method: str, title: str, height: int 
         data.append(boundary_trace(np.asarray(boundary)))
     note = " — approximate (UMAP)" if approximate else ""
     layout: dict[str, Any] = {
-        "title": {"text": title + note}, "height": height, "margin": {"l": 10, "r": 10, "t": 50, "b": 10},
+        "title": {"text": title + note}, "height": height,
+        "margin": {"l": 10, "r": 10, "t": 50, "b": 10} if three_d else {"l": 45, "r": 10, "t": 50, "b": 30},
         "legend": {"itemsizing": "constant", "title": {"text": "true class"}}, "clickmode": "event+select",
         "dragmode": "pan" if not three_d else "orbit", "uirevision": title}
     if not three_d and not approximate:
@@ -221,7 +222,24 @@ def latent_figure(view: Mapping[str, Any], method: str, title: str, height: int 
     if boundary is not None:
         layout["xaxis"] = {"title": {"text": "signed latent distance to the boundary"}}
         layout["yaxis"] = {**layout.get("yaxis", {}), "title": {"text": "largest remaining spread"}}
-    return _unvalidated_figure({"data": data, "layout": layout})
+        layout["margin"]["b"] = 55  # room for the axis title (no automargin, see page_style)
+    layout["datarevision"] = _view_revision(coords, y, pred, title + note, selected, method)
+    if three_d:
+        page_style(layout, ())
+        text = PAGE_TEXT[_THEME.get()]
+        layout["scene"] = {ax: {"gridcolor": _grid(), "zerolinecolor": _grid(), "color": text,
+                                "backgroundcolor": "rgba(0,0,0,0)"} for ax in ("xaxis", "yaxis", "zaxis")}
+    else:
+        page_style(layout)
+    return _unvalidated_figure({"data": [plain_arrays(d) for d in data], "layout": layout}, page=True)
+
+
+def _view_revision(*parts: Any) -> str:
+    """A token of a latent figure's content (see PageFigure and ``_revision``)."""
+    digest = hashlib.blake2b(digest_size=8)
+    for part in parts:
+        digest.update(np.ascontiguousarray(part).tobytes() if isinstance(part, np.ndarray) else repr(part).encode())
+    return digest.hexdigest()
 
 
 def with_new_point(fig: go.Figure, xy: np.ndarray, label: str) -> go.Figure:
@@ -235,7 +253,7 @@ def with_new_point(fig: go.Figure, xy: np.ndarray, label: str) -> go.Figure:
 
 def with_path(fig: go.Figure, path: np.ndarray, label: str) -> go.Figure:
     """Add an attack's path (T, 2) from the new input to its end (a line with an arrow-head marker, ``attack path``)."""
-    fig.add_trace(go.Scatter(x=path[:, 0], y=path[:, 1], mode="lines+markers", name="attack path",
+    fig.add_trace(go.Scatter(x=path[:, 0].tolist(), y=path[:, 1].tolist(), mode="lines+markers", name="attack path",
                              hovertemplate=label + "<extra></extra>",
                              line={"color": ink().text, "width": 2, "dash": "dot"},
                              marker={"size": [4] * (len(path) - 1) + [14], "color": ink().text,
@@ -515,10 +533,15 @@ class PageFigure(go.Figure):
         return spec
 
 
+def _grid() -> str:
+    """Grid and zero lines of a PageFigure in the current theme: faint, as Streamlit's template draws them."""
+    return "rgba(49,51,63,0.12)" if _THEME.get() == "light" else "rgba(250,250,250,0.14)"
+
+
 def page_style(layout: dict[str, Any], axes: Sequence[str] = ("xaxis", "yaxis")) -> dict[str, Any]:
     """``layout`` with the colours Streamlit's template would give it in the current theme (transparent backgrounds,
     the page's text colour and font, faint grid lines), set explicitly for a ``PageFigure``."""
-    text, grid = PAGE_TEXT[_THEME.get()], ("rgba(49,51,63,0.12)" if _THEME.get() == "light" else "rgba(250,250,250,0.14)")
+    text, grid = PAGE_TEXT[_THEME.get()], _grid()
     font = {"family": '"Source Sans Pro", "Source Sans 3", sans-serif', "color": text, "size": 12}
     layout.update(paper_bgcolor="rgba(0,0,0,0)", plot_bgcolor="rgba(0,0,0,0)", font=font,
                   hoverlabel={"bgcolor": ink().halo, "font": {"color": text}},

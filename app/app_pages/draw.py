@@ -73,7 +73,7 @@ for col, side in zip(cols, ("left", "right")):
         except (ValueError, RuntimeError, OSError, ImportError) as err:
             state.show_error(err, f"Cannot place the picture for {entry.label}")
             continue
-        st.plotly_chart(land.figure, key=f"draw_latent_{side}", width="stretch", config={"displaylogo": False})
+        st.plotly_chart(land.figure, key=f"draw_latent_{side}", width="stretch", theme=None, config={"displaylogo": False})
         names = land.names
         nearest, second = (int(k) for k in land.distances.argsort()[:2])
         st.markdown(f"**{entry.label}** predicts **{names[land.pred]}**")

@@ -51,7 +51,7 @@ for col, side, entry in zip(cols, ("left", "right"), entries):
         fig = figures.latent_figure(view, method, f"{entry.label} · {entry.loss}", state.plot_height(), pos,
                                     approximate=method == "umap")
         event = st.plotly_chart(fig, key=f"latent_{side}", on_select="rerun", selection_mode=("points", "box", "lasso"),
-                                width="stretch", config={"displaylogo": False})
+                                width="stretch", theme=None, config={"displaylogo": False})
         exports.download_row(f"dl_latent_{side}", fig, lambda v=view, m=method: view_table(v, m),
                              f"{entry.name}-{method}-{dim}d")
         points = (event or {}).get("selection", {}).get("points", []) if event else []

@@ -61,7 +61,7 @@ def live() -> None:
     st.caption(training.live_summary(job))
     if latent is not None:
         fig, kind = latent
-        st.plotly_chart((fig), key="live_latent")
+        st.plotly_chart(fig, key="live_latent", theme=None)
         st.caption(f"The probe samples after each epoch done so far ({len(job.snapshots)}), coloured by their true "
                    f"class; stars: the {kind}. Press Play.")
 

@@ -87,3 +87,24 @@ def test_the_attack_page_draws_its_animation_without_streamlit_s_template(pretra
     chart = next(c for c in at.get("plotly_chart") if "attack_anim" in c.proto.id)
     assert chart.proto.theme == ""  # theme=None: the figure's own layout styles it
     assert "template" not in json.loads(chart.proto.spec)["layout"]
+
+
+def _view(n: int = 30, k: int = 3, dims: int = 2) -> dict:
+    rng = np.random.default_rng(0)
+    return {"coords/simplex": rng.normal(size=(n, dims)), "y": np.arange(n) % k,
+            "pred": (np.arange(n) + (np.arange(n) % 7 == 0)) % k, "dist": rng.random((n, k)),
+            "class_names": [str(c) for c in range(k)], "prototype_kind": "simplex vertices",
+            "proto_coords/simplex": rng.normal(size=(k, dims))}
+
+
+def test_the_latent_figure_is_a_page_figure_in_2d_and_3d():
+    for dims in (2, 3):
+        fig = figures.latent_figure(_view(dims=dims), "simplex", "t")
+        spec = _sent(fig)
+        assert isinstance(fig, figures.PageFigure) and "template" not in spec["layout"]
+        assert "bdata" not in json.dumps(spec["data"]) and spec["layout"]["font"]["color"] == figures.PAGE_TEXT["light"]
+    three = _sent(figures.latent_figure(_view(dims=3), "simplex", "t"))["layout"]
+    assert three["scene"]["xaxis"]["backgroundcolor"] == "rgba(0,0,0,0)"
+    a = _sent(figures.latent_figure(_view(), "simplex", "t"))["layout"]["datarevision"]
+    b = _sent(figures.latent_figure(_view(), "simplex", "t", selected=3))["layout"]["datarevision"]
+    assert a != b == _sent(figures.latent_figure(_view(), "simplex", "t", selected=3))["layout"]["datarevision"]

@@ -118,6 +118,33 @@ def test_attack_animation_is_plotted_once(page, server):
     assert_clean(page)
 
 
+def test_latent_charts_are_plotted_once(page, server):
+    """The two latent charts of the first page: no full redraw after their first draw (see figures.PageFigure)."""
+    page.add_init_script("""document.addEventListener('DOMContentLoaded', () => {
+      window.__plots = {};
+      const seen = new WeakSet();
+      new MutationObserver(() => document.querySelectorAll('.js-plotly-plot').forEach(el => {
+        if (seen.has(el) || !el.on) return;
+        seen.add(el);
+        const key = el.closest('[class*=st-key-]').className.match(/st-key-[\\w-]+/)[0];
+        const p = window.__plots[key] = window.__plots[key] || {afterplot: 0, replots: 0};
+        el.on('plotly_afterplot', () => { p.afterplot++; });
+        el.on('plotly_beforeplot', () => { if (p.afterplot > 0) p.replots++; });
+      })).observe(document, {subtree: true, childList: true});
+    })""")
+    open_page(page, server)
+    page.wait_for_selector(f".st-key-latent_right {PLOT_POINTS}", timeout=60_000)
+    page.wait_for_function("() => ['st-key-latent_left', 'st-key-latent_right'].every(k => (window.__plots[k] || {})"
+                           ".afterplot >= 2)", timeout=30_000)
+    page.wait_for_timeout(1000)
+    plots = page.evaluate("window.__plots")
+    assert plots["st-key-latent_left"]["replots"] == plots["st-key-latent_right"]["replots"] == 0, plots
+    # the export buttons under a half-width chart show their whole label (they were once cut to "D…")
+    label = page.locator(".st-key-dl_latent_left_html button .stMarkdownEllipsis").first  # the label's box
+    assert label.inner_text() == "Download HTML"
+    assert label.evaluate("el => el.scrollWidth <= el.clientWidth + 1"), "the button label is cut"
+
+
 def test_attack_animation_downloads_as_offline_html_and_csv(page, server, tmp_path):
     """The "Download HTML" file is standalone: plotly inside, no network request when opened, the animation plays."""
     open_page(page, f"{server}/attack?n_samples=8&steps=5&eps=0.2&attack=pgd&samples=one%20class&sample_class=3"
