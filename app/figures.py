@@ -69,8 +69,9 @@ def use_theme(kind: str | None) -> str:
     """Draw the figures of this thread (one Streamlit script run) for the ``light`` or ``dark`` theme.
 
     ``kind`` is ``st.context.theme.type``; None (not known yet) or anything else means light.
-    Inside the app, Streamlit's own plotly template already follows the theme (backgrounds, fonts,
-    grid); this switches the colours the figures set themselves.
+    Inside the app, Streamlit's own plotly template follows the theme for the small charts (backgrounds,
+    fonts, grid); the latent charts and animations (``PageFigure``) set those from this theme themselves,
+    and every figure's own colours (outlines, rings, trails) follow it.
     """
     kind = kind if kind in INKS else "light"
     _THEME.set(kind)
