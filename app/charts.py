@@ -15,7 +15,7 @@ from typing import Any
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from app.figures import class_colour, ink, line_figure
+from app.figures import as_page_figure, class_colour, ink, line_figure
 
 MUTED = "rgba(120,120,120,0.45)"
 BAR_TITLES = {"distance": "distance to each vertex (nearest wins)", "score": "class scores (highest wins)"}
@@ -35,11 +35,11 @@ def step_bars_figure(bars: Sequence[Mapping[str, Any]], class_names: Sequence[st
         fig.add_trace(go.Bar(x=names, y=[float(v) for v in b["values"]], name=b["kind"], showlegend=False,
                              marker={"color": colours, "line": {"width": widths, "color": ink().text}},
                              hovertemplate="class %{x}: %{y:.3g}<extra></extra>"), row=1, col=col)
-    fig.update_layout(height=height, margin={"l": 10, "r": 10, "t": 50, "b": 10}, bargap=0.25,
+    fig.update_layout(height=height, margin={"l": 45, "r": 10, "t": 50, "b": 30}, bargap=0.25,
                       title={"text": f"step {step}: what each model sees (outlined: true class {names[int(true_class)]})",
                              "font": {"size": 13}})
     fig.update_annotations(font_size=11)
-    return fig
+    return as_page_figure(fig)  # drawn after every attack click: once, not twice (theme=None on the page)
 
 
 def interval_figure(rows: Sequence[Mapping[str, Any]], title: str, height: int = 420) -> go.Figure:

@@ -534,6 +534,16 @@ class PageFigure(go.Figure):
         return spec
 
 
+def as_page_figure(fig: go.Figure) -> PageFigure:
+    """A validated figure with plain-list data (no numpy arrays in it) as a ``PageFigure``: drawn once, see there."""
+    spec = fig.to_dict()
+    layout = spec["layout"]
+    layout.pop("template", None)
+    layout["datarevision"] = hashlib.blake2b(json.dumps(spec["data"], default=str).encode(), digest_size=8).hexdigest()
+    page_style(layout, [k for k in layout if k.startswith(("xaxis", "yaxis"))] or ["xaxis", "yaxis"])
+    return _unvalidated_figure({"data": spec["data"], "layout": layout}, page=True)
+
+
 def _grid() -> str:
     """Grid and zero lines of a PageFigure in the current theme: faint, as Streamlit's template draws them."""
     return "rgba(49,51,63,0.12)" if _THEME.get() == "light" else "rgba(250,250,250,0.14)"

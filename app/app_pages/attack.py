@@ -137,7 +137,7 @@ if tab_step.open:
             state.show_error(err, "Per-step bars unavailable")
         else:
             bars_fig = charts.step_bars_figure(bars, names, int(out["y"][pos]), step)
-            st.plotly_chart(bars_fig, key="step_bars", width="stretch", config={"displaylogo": False})
+            st.plotly_chart(bars_fig, key="step_bars", width="stretch", theme=None, config={"displaylogo": False})
             exports.html_button("dl_bars", bars_fig, f"{stem}-bars-step{step}")
 
 if tab_flips.open:

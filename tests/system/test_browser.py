@@ -90,30 +90,35 @@ def test_attack_animation_plays(page, server):
 
 
 COUNT_PLOTS = """() => {
-  window.__plots = {afterplot: 0, replots: 0};
+  window.__plots = {};
   const seen = new WeakSet();
-  new MutationObserver(() => document.querySelectorAll('.st-key-attack_anim .js-plotly-plot').forEach(el => {
+  new MutationObserver(() => document.querySelectorAll('.st-key-attack_anim .js-plotly-plot, .st-key-step_bars '
+                                                       + '.js-plotly-plot').forEach(el => {
     if (seen.has(el) || !el.on) return;
     seen.add(el);
-    el.on('plotly_afterplot', () => { window.__plots.afterplot++; });
+    const key = el.closest('.st-key-attack_anim') ? 'attack_anim' : 'step_bars';
+    const p = window.__plots[key] = window.__plots[key] || {afterplot: 0, replots: 0};
+    el.on('plotly_afterplot', () => { p.afterplot++; });
     // a full redraw after the first one: Streamlit's second Plotly.react replotting instead of diffing
-    el.on('plotly_beforeplot', () => { if (window.__plots.afterplot > 0) window.__plots.replots++; });
+    el.on('plotly_beforeplot', () => { if (p.afterplot > 0) p.replots++; });
   })).observe(document.body, {subtree: true, childList: true});
 }"""
 
 
 def test_attack_animation_is_plotted_once(page, server):
-    """Streamlit follows plotly's first draw with a Plotly.react on a copy of the figure; the animation is built so
-    that this second pass is a diff, not a second full draw (~0.2 s of a 100-sample click; see figures.PageFigure)."""
+    """Streamlit follows plotly's first draw with a Plotly.react on a copy of the figure; the animation (and the
+    per-step bars under it) are built so that this second pass is a diff, not a second full draw (~0.2 s of a
+    100-sample click; see figures.PageFigure)."""
     open_page(page, f"{server}/attack?n_samples=30&steps=10&eps=0.2&attack=pgd&samples=random")
     page.evaluate(COUNT_PLOTS)
     page.locator(".st-key-run_attack button").click()
     page.wait_for_selector("text=Computed in", timeout=120_000)
     wait_script_idle(page)
-    page.wait_for_function("() => window.__plots.afterplot >= 2", timeout=30_000)  # first draw and the react pass
+    page.wait_for_function("() => ['attack_anim', 'step_bars'].every(k => (window.__plots[k] || {}).afterplot >= 2)",
+                           timeout=30_000)  # first draw and the react pass of each
     page.wait_for_timeout(1000)
     plots = page.evaluate("window.__plots")
-    assert plots["replots"] == 0, plots
+    assert plots["attack_anim"]["replots"] == plots["step_bars"]["replots"] == 0, plots
     assert page.locator(".st-key-attack_anim .js-plotly-plot").evaluate("el => el._transitionData._frames.length") == 11
     assert_clean(page)
 
