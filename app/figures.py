@@ -224,7 +224,7 @@ def latent_figure(view: Mapping[str, Any], method: str, title: str, height: int 
         layout["xaxis"] = {"title": {"text": "signed latent distance to the boundary"}}
         layout["yaxis"] = {**layout.get("yaxis", {}), "title": {"text": "largest remaining spread"}}
         layout["margin"]["b"] = 55  # room for the axis title (no automargin, see page_style)
-    layout["datarevision"] = _view_revision(coords, y, pred, title + note, selected, method)
+    layout["datarevision"] = _token(coords, y, pred, title + note, selected, method)
     if three_d:
         page_style(layout, ())
         text = PAGE_TEXT[_THEME.get()]
@@ -232,15 +232,7 @@ def latent_figure(view: Mapping[str, Any], method: str, title: str, height: int 
                                 "backgroundcolor": "rgba(0,0,0,0)"} for ax in ("xaxis", "yaxis", "zaxis")}
     else:
         page_style(layout)
-    return _unvalidated_figure({"data": [plain_arrays(d) for d in data], "layout": layout}, page=True)
-
-
-def _view_revision(*parts: Any) -> str:
-    """A token of a latent figure's content (see PageFigure and ``_revision``)."""
-    digest = hashlib.blake2b(digest_size=8)
-    for part in parts:
-        digest.update(np.ascontiguousarray(part).tobytes() if isinstance(part, np.ndarray) else repr(part).encode())
-    return digest.hexdigest()
+    return _unvalidated_figure({"data": data, "layout": layout}, page=True)
 
 
 def with_new_point(fig: go.Figure, xy: np.ndarray, label: str) -> go.Figure:
@@ -473,11 +465,11 @@ def animation_figure(panels: Sequence[Panel], class_names: Sequence[str], frame_
                   "currentvalue": {"prefix": ""},
                   "steps": [{"label": lab, "method": "animate", "args": [[str(t)], still]}
                             for t, lab in enumerate(frame_labels)]}])
-    layout.pop("template", None)
-    layout["datarevision"] = _revision(panels, frame_labels, colour_by, trails)
+    layout["datarevision"] = _token(frame_labels, colour_by, trails,
+                                    *(a for p in panels for a in (p.title, p.frames, p.pred, p.y, p.protos)))
     page_style(layout, [k for k in layout if k.startswith(("xaxis", "yaxis"))])
     layout["sliders"][0]["font"] = layout["updatemenus"][0]["font"] = {"color": PAGE_TEXT[_THEME.get()]}
-    return _unvalidated_figure({"data": [plain_arrays(d) for d in data], "layout": layout, "frames": frames}, page=True)
+    return _unvalidated_figure({"data": data, "layout": layout, "frames": frames}, page=True)
 
 
 @functools.lru_cache(maxsize=8)
@@ -508,13 +500,12 @@ def _moving_hover(p: Panel, t: int) -> dict[str, Any]:
                              "%{customdata[2]:.2f}<br>input perturbation %{customdata[3]:.3f}<extra></extra>"}
 
 
-def _revision(panels: Sequence[Panel], *extra: Any) -> str:
-    """A token of what the animation's traces hold: tells ``Plotly.react`` that same-token arrays are unchanged."""
-    digest = hashlib.blake2b(repr(extra).encode(), digest_size=8)
-    for p in panels:
-        for part in (p.frames, p.pred, p.y, p.protos):
-            digest.update(np.ascontiguousarray(part).tobytes())
-        digest.update(p.title.encode())
+def _token(*parts: Any) -> str:
+    """A short hash of a figure's content (arrays by their bytes, anything else by its repr), for
+    ``layout.datarevision``: ``Plotly.react`` then treats same-token arrays as unchanged (see PageFigure)."""
+    digest = hashlib.blake2b(digest_size=8)
+    for part in parts:
+        digest.update(np.ascontiguousarray(part).tobytes() if isinstance(part, np.ndarray) else repr(part).encode())
     return digest.hexdigest()
 
 
@@ -538,8 +529,7 @@ def as_page_figure(fig: go.Figure) -> PageFigure:
     """A validated figure with plain-list data (no numpy arrays in it) as a ``PageFigure``: drawn once, see there."""
     spec = fig.to_dict()
     layout = spec["layout"]
-    layout.pop("template", None)
-    layout["datarevision"] = hashlib.blake2b(json.dumps(spec["data"], default=str).encode(), digest_size=8).hexdigest()
+    layout["datarevision"] = _token(json.dumps(spec["data"], default=str))
     page_style(layout, [k for k in layout if k.startswith(("xaxis", "yaxis"))] or ["xaxis", "yaxis"])
     return _unvalidated_figure({"data": spec["data"], "layout": layout}, page=True)
 
@@ -577,10 +567,13 @@ def _unvalidated_figure(spec: dict[str, Any], page: bool = False) -> go.Figure:
     """``go.Figure`` from a dict this module built, without plotly's per-property validation (~30x faster).
 
     plotly has a (private) ``_validate`` switch for data and layout but none for frames, so the frames
-    are attached directly; a plotly without these internals gets the validated (slower) figure.
+    are attached directly; a plotly without these internals gets the validated (slower) figure. ``page``: a
+    ``PageFigure`` (the caller styled the layout and set its datarevision) with plain-list data.
     """
     spec["layout"]["meta"] = _THEME.get()  # the theme its colours were chosen for (figure_html); a string, see PageFigure
     cls = PageFigure if page else go.Figure
+    if page:
+        spec["data"] = [plain_arrays(d) for d in spec["data"]]
     try:
         fig = cls({"data": spec["data"], "layout": spec["layout"]}, _validate=False)
         if spec.get("frames"):
