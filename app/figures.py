@@ -227,8 +227,8 @@ def latent_figure(view: Mapping[str, Any], method: str, title: str, height: int 
     layout["datarevision"] = _token(coords, y, pred, title + note, selected, method)
     if three_d:
         page_style(layout, ())
-        text = PAGE_TEXT[_THEME.get()]
-        layout["scene"] = {ax: {"gridcolor": _grid(), "zerolinecolor": _grid(), "color": text,
+        grid = _grid()
+        layout["scene"] = {ax: {"gridcolor": grid, "zerolinecolor": grid, "color": PAGE_TEXT[_THEME.get()],
                                 "backgroundcolor": "rgba(0,0,0,0)"} for ax in ("xaxis", "yaxis", "zaxis")}
     else:
         page_style(layout)
@@ -467,7 +467,7 @@ def animation_figure(panels: Sequence[Panel], class_names: Sequence[str], frame_
                             for t, lab in enumerate(frame_labels)]}])
     layout["datarevision"] = _token(frame_labels, colour_by, trails,
                                     *(a for p in panels for a in (p.title, p.frames, p.pred, p.y, p.protos)))
-    page_style(layout, [k for k in layout if k.startswith(("xaxis", "yaxis"))])
+    page_style(layout)
     layout["sliders"][0]["font"] = layout["updatemenus"][0]["font"] = {"color": PAGE_TEXT[_THEME.get()]}
     return _unvalidated_figure({"data": data, "layout": layout, "frames": frames}, page=True)
 
@@ -530,7 +530,7 @@ def as_page_figure(fig: go.Figure) -> PageFigure:
     spec = fig.to_dict()
     layout = spec["layout"]
     layout["datarevision"] = _token(json.dumps(spec["data"], default=str))
-    page_style(layout, [k for k in layout if k.startswith(("xaxis", "yaxis"))] or ["xaxis", "yaxis"])
+    page_style(layout)
     return _unvalidated_figure({"data": spec["data"], "layout": layout}, page=True)
 
 
@@ -539,10 +539,13 @@ def _grid() -> str:
     return "rgba(49,51,63,0.12)" if _THEME.get() == "light" else "rgba(250,250,250,0.14)"
 
 
-def page_style(layout: dict[str, Any], axes: Sequence[str] = ("xaxis", "yaxis")) -> dict[str, Any]:
+def page_style(layout: dict[str, Any], axes: Sequence[str] | None = None) -> dict[str, Any]:
     """``layout`` with the colours Streamlit's template would give it in the current theme (transparent backgrounds,
-    the page's text colour and font, faint grid lines), set explicitly for a ``PageFigure``."""
+    the page's text colour and font, faint grid lines), set explicitly for a ``PageFigure``. ``axes``: the 2-D
+    axes to style, by default ``xaxis``, ``yaxis`` and every other ``xaxis*``/``yaxis*`` the layout has."""
     text, grid = PAGE_TEXT[_THEME.get()], _grid()
+    if axes is None:
+        axes = sorted({"xaxis", "yaxis", *(k for k in layout if k.startswith(("xaxis", "yaxis")))})
     font = {"family": '"Source Sans Pro", "Source Sans 3", sans-serif', "color": text, "size": 12}
     layout.update(paper_bgcolor="rgba(0,0,0,0)", plot_bgcolor="rgba(0,0,0,0)", font=font,
                   hoverlabel={"bgcolor": ink().halo, "font": {"color": text}},
