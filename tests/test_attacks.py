@@ -210,7 +210,6 @@ def test_mode_is_restored(digits_ce_model, batch):
         ({"target": torch.tensor([1, 2])}, r"target has 2 entries"),
         ({"step_size": 0.0}, r"step_size=0\.0"),
         ({"amp": "fp8"}, r"amp='fp8' is unknown; allowed: none, bf16"),
-        ({"attack": "apgd-ce", "amp": "bf16"}, r"amp='bf16' applies to the native attacks .* runs through ART"),
     ],
 )
 def test_bad_input_raises_clear_error(digits_ce_model, batch, kwargs, match):
@@ -233,6 +232,23 @@ def test_bf16_gradients_match_float32_with_the_margin_objective(loss_model, batc
     with torch.no_grad():
         assert torch.equal(res["bf16"].pred, model(res["bf16"].x_adv).argmax(1))
     assert res["bf16"].trajectory.z.dtype == torch.float32
+
+
+@pytest.mark.parametrize("attack", ["apgd-dlr", "square"])
+def test_bf16_art_attacks_are_as_strong_as_float32_and_keep_a_float32_verdict(digits_gccs_model, batch, attack):
+    """ART's APGD (gradients) and Square (queries) under ``amp='bf16'``: the encoder runs in bfloat16 inside the
+    attack, so the result differs from float32's, but by no more than 3 points; pred is the float32 model's own."""
+    x, y = batch
+    model = digits_gccs_model
+    steps = 20 if attack == "apgd-dlr" else 100
+    res = {amp: run_attack(model, x, y, attack, eps=0.15, steps=steps, seed=0, amp=amp) for amp in ("none", "bf16")}
+    acc = {amp: float((~r.success).float().mean()) for amp, r in res.items()}
+    assert abs(acc["bf16"] - acc["none"]) <= 0.03, acc
+    assert acc["none"] < _acc(model, x, y) - 0.2, acc  # the attack does something
+    assert not torch.equal(res["bf16"].x_adv, res["none"].x_adv)  # bf16 really ran (another search path)
+    assert (res["bf16"].x_adv - x).abs().amax() <= 0.15 + 1e-6
+    with torch.no_grad():
+        assert torch.equal(res["bf16"].pred, model(res["bf16"].x_adv).argmax(1))
 
 
 def test_bad_labels_raise(digits_ce_model, batch):

@@ -58,3 +58,20 @@ def test_evaluation_suite_on_survivors_agrees_with_everyone_up_to_apgds_random_s
         assert abs(a - b) <= 0.02 + 1e-9, (cascade.worst_case(), everyone.worst_case())
     assert cascade.clean_accuracy == everyone.clean_accuracy
     assert min(everyone.worst_case()) < cascade.clean_accuracy  # the attacks bite: a real comparison
+
+
+@pytest.mark.parametrize("loss", ["gccs", "ce"])
+def test_strong_protocol_in_bf16_reaches_the_float32_worst_case(loss, digits100, request):
+    """``amp='bf16'`` (every attack's encoder passes under bfloat16 autocast, float32 verdicts) is the fast option:
+    its worst case may differ from float32's only by search noise, at most 3 of 100 digits per radius, and it
+    runs the same cascade (the same attacks, in order)."""
+    model = request.getfixturevalue(f"digits_{loss}_model").eval()
+    x, y = digits100
+    f32 = protocols.strong_protocol(model, x, y, EPS, **FAST)
+    bf16 = protocols.strong_protocol(model, x, y, EPS, **FAST, amp="bf16")
+    assert bf16["attacks"] == f32["attacks"] and bf16["clean"] == f32["clean"]
+    for eps in EPS:
+        a, b = (torch.tensor(r["eps"][f"{eps:g}"]["robust"]) for r in (f32, bf16))
+        assert int((a != b).sum()) <= 3, (eps, int(a.sum()), int(b.sum()))
+    robust_01 = sum(f32["eps"]["0.1"]["robust"])
+    assert 0 < robust_01 < sum(f32["clean"])  # a real contest at eps 0.1

@@ -110,9 +110,10 @@ def run_attack(
         random_start, restarts: PGD only; the per-example best restart is kept.
         record: return a ``Trajectory`` (frame 0 = clean input, frame t = iterate after step t).
         seed: seeds the random start (and ART's randomness), so results are reproducible.
-        amp: ``none`` (float32) or ``bf16``: native attacks compute their gradients under bfloat16
-            autocast (about 2x faster on CPUs with AMX and on GPUs; recorded frames come from that
-            forward). The returned predictions and success always come from a float32 forward.
+        amp: ``none`` (float32) or ``bf16``: the attack's forward/backward through the encoder runs under
+            bfloat16 autocast, native and ART-backed attacks alike (about 2.5x faster on CPUs with AMX and
+            on GPUs; a native attack's recorded frames come from that forward). The returned predictions and
+            success always come from a float32 forward.
         early_exit: native attacks stop updating an example once the model itself (float32) confirms a
             successful iterate; that iterate is its result (not the highest-loss success of the whole
             budget). The set of broken examples is the same as without it (unbroken examples run the same

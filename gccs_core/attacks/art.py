@@ -27,6 +27,7 @@ from torch import nn
 
 from ..models import LatentClassifier, attack_copy, eval_mode, model_device
 from .native import project
+from .objectives import embed_at
 from .types import ART_ATTACKS, MIN_PERTURBATION_ATTACKS, AttackResult, AttackSpec, Trajectory, succeeded
 
 ART_BATCH_SIZE = 512
@@ -52,13 +53,26 @@ def _require_art() -> None:
         ) from err
 
 
-def art_classifier(model: LatentClassifier) -> Any:
-    """Wrap a ``LatentClassifier`` as an ART ``PyTorchClassifier`` on the model's own device."""
+class _AmpScores(nn.Module):
+    """A model's scores with its encoder under ``amp`` autocast and its head in float32: what ART's gradients and
+    queries see under ``amp='bf16'``, the same split as the native attacks' (``objectives.embed_at``)."""
+
+    def __init__(self, model: LatentClassifier, amp: str) -> None:
+        super().__init__()
+        self.model, self.amp = model, amp
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.scores_from_latent(embed_at(self.model, x, self.amp))
+
+
+def art_classifier(model: LatentClassifier, amp: str = "none") -> Any:
+    """Wrap a ``LatentClassifier`` as an ART ``PyTorchClassifier`` on the model's own device (``amp``: the
+    encoder's precision inside the attack, see ``types.AMP``)."""
     _require_art()
     from art.estimators.classification import PyTorchClassifier
 
     return PyTorchClassifier(
-        model=model,
+        model=model if amp == "none" else _AmpScores(model, amp),
         loss=nn.CrossEntropyLoss(),
         input_shape=tuple(model.spec.in_shape),
         nb_classes=int(model.num_classes),
@@ -128,7 +142,9 @@ def art_attack(
     ``spec.steps`` is ART's ``max_iter`` (Square: queries; CW: iterations per binary-search step).
     ``cw`` and ``deepfool`` are minimal-perturbation L2 attacks: ``eps`` and ``norm`` do not bound them.
     The trajectory, if recorded, holds only the clean (step 0) and the final (step ``steps``) frames.
-    ``early_stop`` is accepted for the registry's one signature; ART decides its own stopping.
+    ``early_stop`` is accepted for the registry's one signature; ART decides its own stopping. ``spec.amp='bf16'``:
+    ART's gradients and queries come from the encoder under bfloat16 autocast; the returned prediction and success
+    are the float32 model's.
     """
     _require_art()
     if spec.attack not in ART_ATTACKS:
@@ -138,7 +154,7 @@ def art_attack(
     if spec.eps == 0 and bounded:
         x_adv = x.clone()
     else:
-        clf = art_classifier(attack_copy(model))
+        clf = art_classifier(attack_copy(model), spec.amp)
         atk = build_art_attack(clf, spec, target is not None)
         labels = target if target is not None else y
         with _seeded(spec.seed):

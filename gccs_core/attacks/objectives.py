@@ -51,7 +51,7 @@ def objective_loss(scores: torch.Tensor, y: torch.Tensor, objective: str) -> tor
     raise ValueError(f"objective={objective!r} is unknown; allowed: {', '.join(OBJECTIVES)}.")
 
 
-def _embed(model: LatentClassifier, x: torch.Tensor, amp: str) -> torch.Tensor:
+def embed_at(model: LatentClassifier, x: torch.Tensor, amp: str) -> torch.Tensor:
     """Latents of ``x``; with ``amp="bf16"`` the encoder runs under bfloat16 autocast, z comes back float32."""
     if amp == "none":
         return model.embed(x)
@@ -70,7 +70,7 @@ def attack_objective(
     ``s_t - max_{k != t} s_k``, ``dlr`` -> targeted DLR, ``latent`` -> ``-||z - mu_t||^2 / (2 sigma^2)``.
     ``amp="bf16"`` runs the encoder under bfloat16 autocast; the head and the loss stay float32.
     """
-    z = _embed(model, x, amp)
+    z = embed_at(model, x, amp)
     scores = model.scores_from_latent(z)
     if objective == "latent":
         centers = model.centers

@@ -188,13 +188,16 @@ def _restarted(model: nn.Module, xs: torch.Tensor, ys: torch.Tensor, alive: torc
 def strong_protocol(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps_list: list[float], steps: int = 100,
                     restarts: int = 5, square_queries: int = 1000, twin: nn.Module | None = None, seed: int = 0,
                     progress: Progress = _noop, done: dict[str, Any] | None = None,
-                    on_eps: Callable[[str, dict[str, Any]], None] | None = None) -> dict[str, Any]:
+                    on_eps: Callable[[str, dict[str, Any]], None] | None = None, amp: str = "none") -> dict[str, Any]:
     """The adaptive protocol (see the module docstring), as a cascade on survivors, per eps.
 
     Every radius is computed on its own (its attacks draw their random starts from ``seed`` and the batch
     position, not from what an earlier radius consumed), so a long run can stop between radii: ``done`` holds
     the records (``out["eps"][...]``) of radii already finished, which are taken as they are, and ``on_eps`` is
     called with each newly finished radius's key and record (the study saves it, so a killed job resumes there).
+    ``amp='bf16'`` runs every attack's encoder passes under bfloat16 autocast (``gccs_core.attacks.types.AMP``);
+    the verdicts stay float32. The study itself runs float32 (``amp='none'``); bf16 is the fast option whose
+    agreement with float32 ``bench/bench_strong_suite.py --amp bf16`` measures.
     """
     correct = predict(model, x) == y
     idx = torch.nonzero(correct).squeeze(1)
@@ -204,7 +207,7 @@ def strong_protocol(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps_list
     plan: list[tuple[str, Callable[[torch.Tensor, float], torch.Tensor]]] = []
 
     def native(label: str, reps: int, **kw: Any) -> None:
-        plan.append((label, lambda alive, eps: _restarted(model, xc, yc, alive, reps, seed, eps=eps, **kw)))
+        plan.append((label, lambda alive, eps: _restarted(model, xc, yc, alive, reps, seed, eps=eps, amp=amp, **kw)))
 
     native("pgd-margin-20", 1, attack="pgd", steps=min(20, steps), objective="margin")
     native("pgd-margin", restarts, attack="pgd", steps=steps, objective="margin")
@@ -218,7 +221,7 @@ def strong_protocol(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps_list
         broken = torch.zeros(len(xc), dtype=torch.bool)
         for j in range(near.shape[1]):
             broken |= _restarted(model, xc, yc, alive & ~broken, 1, seed + j, attack="pgd", eps=eps, steps=steps,
-                                 objective="margin", target_all=near[:, j])
+                                 objective="margin", target_all=near[:, j], amp=amp)
         return broken
 
     plan.append(("pgd-margin-targeted-3", targeted))
@@ -227,13 +230,14 @@ def strong_protocol(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps_list
             todo = torch.nonzero(alive).squeeze(1)
             broken = torch.zeros(len(xc), dtype=torch.bool)
             if len(todo):
-                x_adv = _attack_x(twin, xc[todo], yc[todo], seed, attack="pgd", eps=eps, steps=steps, objective="margin")
+                x_adv = _attack_x(twin, xc[todo], yc[todo], seed, attack="pgd", eps=eps, steps=steps, objective="margin",
+                                  amp=amp)
                 broken[todo] = predict(model, x_adv) != yc[todo]
             return broken
 
         plan.append(("transfer-ce-twin", transfer))
     plan.append(("square", lambda alive, eps: _restarted(model, xc, yc, alive, 1, seed, attack="square", eps=eps,
-                                                         steps=square_queries)))
+                                                         steps=square_queries, amp=amp)))
     attacks = [label for label, _ in plan]
     out: dict[str, Any] = {"clean": correct.tolist(), "attacks": attacks, "eps": {}}
     for eps in eps_list:
@@ -256,7 +260,7 @@ def strong_protocol(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps_list
 
 def strong_protocol_unordered(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, steps: int = 100,
                               restarts: int = 5, square_queries: int = 1000, twin: nn.Module | None = None,
-                              seed: int = 0) -> torch.Tensor:
+                              seed: int = 0, amp: str = "none") -> torch.Tensor:
     """The strong protocol's attacks, each run on every clean-correct example (no cascade): the robust mask over
     ``x`` at ``eps``. The reference the cascade of ``strong_protocol`` is checked against (same seeds, same
     per-position random starts); several times slower, so only for checks on small subsets."""
@@ -267,7 +271,7 @@ def strong_protocol_unordered(model: nn.Module, x: torch.Tensor, y: torch.Tensor
     near = nearest_wrong_classes(model, xc, yc, 3)
 
     def run(reps: int, s: int = seed, **kw: Any) -> torch.Tensor:
-        return _restarted(model, xc, yc, everyone, reps, s, eps=eps, **kw)
+        return _restarted(model, xc, yc, everyone, reps, s, eps=eps, amp=amp, **kw)
 
     broken = [run(1, attack="pgd", steps=min(20, steps), objective="margin"),
               run(restarts, attack="pgd", steps=steps, objective="margin"),
@@ -277,7 +281,7 @@ def strong_protocol_unordered(model: nn.Module, x: torch.Tensor, y: torch.Tensor
     broken += [run(1, attack="apgd-ce", steps=steps), run(1, attack="apgd-dlr", steps=steps)]
     broken += [run(1, seed + j, attack="pgd", steps=steps, objective="margin", target_all=near[:, j]) for j in range(3)]
     if twin is not None:
-        x_adv = _attack_x(twin, xc, yc, seed, attack="pgd", eps=eps, steps=steps, objective="margin")
+        x_adv = _attack_x(twin, xc, yc, seed, attack="pgd", eps=eps, steps=steps, objective="margin", amp=amp)
         broken.append(predict(model, x_adv) != yc)
     broken.append(run(1, attack="square", steps=square_queries))
     robust = correct.clone()
